@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` and `make test`. Everything else is a step they depend on.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := .tools/bin
+STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test install system-packages kubectl bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Pinned to what the image ships (requirements.lock), so tests run against the same versions.
+$(STAMP): $(PY) pyproject.toml requirements.lock
+	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+system-packages:
+	tools/install-system.sh
+
+kubectl:
+	tools/install-kubectl.sh $(TOOLS)
+
+demo: install
+	$(PY) -m webhook demo
+
+test: system-packages kubectl install
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest
+
+bench: system-packages install
+	tools/install-system.sh unbound knot-resolver
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,bench]'
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .hypothesis
