@@ -1,0 +1,180 @@
+"""`python -m bench [--quick] [--only dns|webhook] [--out docs/bench]`: run every scenario, write the report.
+
+Loopback only; every server is started by this process and stopped by its PID, every load is bounded in time.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import dnsload, dnsperf, procs, report, servers, webhookload
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = {  # binary: how to get it
+    "dnsperf": "apt-get install dnsperf (tools/install-system.sh, as root)",
+    "dnsmasq": "apt-get install dnsmasq (tools/install-system.sh, as root)",
+    "unbound": "apt-get install unbound (make bench)",
+    "kresd": "apt-get install knot-resolver (make bench)",
+    "taskset": "apt-get install util-linux",
+}
+
+
+def environment() -> dict:
+    cpu = "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    versions = {
+        "localdns": f"{commit or 'unknown'} (working tree)",
+        "python": platform.python_version(),
+        "uvloop": _module_version("uvloop"),
+        "dnsperf": _dnsperf_version(),
+        "dnsmasq": procs.version(["dnsmasq", "--version"]).replace("Dnsmasq version ", "").split("  ")[0],
+        "unbound": _unbound_version(),
+        "kresd": procs.version(["kresd", "--version"]).replace("Knot Resolver, version ", ""),
+        "fastapi": _module_version("fastapi"),
+        "uvicorn": _module_version("uvicorn"),
+    }
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
+            "cores": os.cpu_count(), "kernel": platform.release(), "versions": versions}
+
+
+def _module_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return "not installed"
+
+
+def _dnsperf_version() -> str:
+    if shutil.which("dnsperf") is None:
+        return "not installed"
+    out = subprocess.run(["dnsperf", "-h"], capture_output=True, text=True, timeout=10)
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith("Version"):
+            return line.split()[-1]
+    return "unknown"
+
+
+def _unbound_version() -> str:
+    if shutil.which("unbound") is None:
+        return "not installed"
+    out = subprocess.run(["unbound", "-V"], capture_output=True, text=True, timeout=10)
+    return out.stdout.splitlines()[0].replace("Version ", "") if out.stdout else "unknown"
+
+
+def check_tools(say) -> set[str]:
+    missing = {tool for tool in TOOLS if shutil.which(tool) is None}
+    for tool in sorted(missing):
+        say(f"missing {tool}: {TOOLS[tool]}")
+    return missing
+
+
+CATALOGUE = {c.name: c for c in (servers.LOCALDNS, servers.LOCALDNS_PLAIN, *servers.PEERS)}
+
+
+def guarded(name: str, say, measure) -> dict:
+    """One server failing must not lose the others' figures: its row says why instead."""
+    try:
+        return measure()
+    except Exception as error:
+        say(f"  {name} failed: {error}")
+        return {"name": name, "error": str(error).splitlines()[0]}
+
+
+def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, misses: int, fill: int, work: Path, say) -> None:
+    """The shared upstream, then each cache in turn, then the listener floor; the upstream stopped in any case."""
+    names, hosts = servers.write_names(work, misses, fill)
+    upstream, upstream_port = servers.start_upstream(work, hosts, work)
+    say(f"upstream dnsmasq on 127.0.0.1:{upstream_port} (pid {upstream.pid})")
+    try:
+        for name in wanted:
+            cache = CATALOGUE[name]
+            if not cache.installed():
+                results["caches"][name] = {"name": name, "error": f"not installed: {cache.install_hint}"}
+                say(f"{name}: skipped, {cache.install_hint}")
+                continue
+            say(f"{name}:")
+            results["caches"][name] = guarded(name, say, lambda: dnsload.measure(
+                cache, upstream_port, names, plan, work, work, say))
+        say("listener floor (answers from raw bytes, no cache):")
+        for echo in (servers.ECHO_BATCH, servers.ECHO_PLAIN):
+            results["listener_floor"][echo.name] = guarded(echo.name, say, lambda: dnsload.measure_hits(
+                echo, names, plan, work, work, say))
+    finally:
+        upstream.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short loads (about 2 minutes): a smoke run")
+    parser.add_argument("--only", choices=["dns", "webhook"], help="run one half only")
+    parser.add_argument("--caches", default="localdns,localdns-plain,dnsmasq,unbound,kresd",
+                        help="comma list of caches to measure (default: all)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="report directory (default docs/bench)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs, configs)")
+    args = parser.parse_args(argv)
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    missing = check_tools(say)
+    if {"dnsperf", "dnsmasq"} & missing and args.only != "webhook":
+        say("dnsperf and dnsmasq are needed for the DNS half; install them (make bench does) or use --only webhook")
+        return 2
+    wanted = [c.strip() for c in args.caches.split(",") if c.strip()]
+    unknown = set(wanted) - set(CATALOGUE)
+    if unknown:
+        parser.error(f"unknown cache(s) {', '.join(sorted(unknown))}; choose from {', '.join(CATALOGUE)}")
+    plan = dnsload.QUICK if args.quick else dnsload.FULL
+    misses, fill = (30_000, 12_000) if args.quick else (300_000, 12_000)
+    webhook_seconds, connections, rate, repeats = (3, 8, 200, 1) if args.quick else (10, 8, 200, 2)
+    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+    results: dict = {
+        "command": command, "environment": environment(), "dnsperf_timeout": dnsperf.TIMEOUT,
+        "plan": {"quick": args.quick, **plan.__dict__, "fill": fill, "webhook_seconds": webhook_seconds,
+                 "connections": connections, "webhook_rate": rate, "webhook_repeats": repeats},
+        "caches": {}, "listener_floor": {}, "webhook": {},
+    }
+    work = Path(tempfile.mkdtemp(prefix="localdns-bench-"))
+    started = time.monotonic()
+    try:
+        if args.only != "webhook":
+            run_dns(results, wanted, plan, misses, fill, work, say)
+        if args.only != "dns":
+            for name in ("webhook", "floor"):
+                say(f"{name}:")
+                results["webhook"][name] = guarded(name, say, lambda: webhookload.measure(
+                    name, work, work, webhook_seconds, connections, rate, repeats, say))
+    finally:
+        if args.keep:
+            say(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results["elapsed_seconds"] = round(time.monotonic() - started)
+    written = report.write(results, Path(args.out))
+    say("\n" + "\n".join(f"{'met' if met else 'NOT met' if met is False else 'n/a'}: {t} ({m})"
+                         for t, m, met in report.targets(results)))
+    say(f"wrote {', '.join(str(p) for p in written)} in {results['elapsed_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

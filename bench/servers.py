@@ -1,0 +1,143 @@
+"""The DNS servers in the benchmark: the shared upstream (dnsmasq as kube-dns) and the caches compared.
+
+Every cache forwards cluster.local to the same upstream, listens on 127.0.0.1 only, and runs pinned to the server
+core. The upstream is authoritative for cluster.local (so NXDOMAIN carries a SOA, which makes it cacheable, RFC
+2308), caches nothing itself, and answers with a 30 s TTL.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import procs
+
+ZONE = "cluster.local"
+HIT_NAMES = 100
+TTL = 30
+
+
+@dataclass(frozen=True)
+class Names:
+    """The query files and the names the upstream knows."""
+
+    hits: Path  # 100 names, asked over and over
+    misses: Path  # unique names, each asked once
+    fill: Path  # more unique positive names than any cache's size cap
+    negative: Path  # names that do not exist (NXDOMAIN with SOA), more than any negative cap
+
+
+def write_names(work: Path, misses: int, fill: int) -> tuple[Names, Path]:
+    """Query files for dnsperf and the upstream's hosts file holding every positive name."""
+    hosts = work / "upstream.hosts"
+    names = Names(work / "hits.txt", work / "misses.txt", work / "fill.txt", work / "negative.txt")
+    groups = {"h": HIT_NAMES, "m": misses, "f": fill}
+    with open(hosts, "w") as out:
+        for prefix, count in groups.items():
+            for i in range(count):
+                out.write(f"10.{ord(prefix) % 200}.{i // 250 % 250}.{i % 250 + 1} {prefix}{i}.{ZONE}\n")
+    for path, prefix, count in ((names.hits, "h", HIT_NAMES), (names.misses, "m", misses),
+                                (names.fill, "f", fill), (names.negative, "nx", fill)):
+        path.write_text("".join(f"{prefix}{i}.{ZONE} A\n" for i in range(count)))
+    return names, hosts
+
+
+def start_upstream(work: Path, hosts: Path, log_dir: Path) -> tuple[procs.Process, int]:
+    """dnsmasq as kube-dns: authoritative for cluster.local from a hosts file, no cache, TTL 30 s, UDP and TCP.
+
+    It runs on the load core: it is part of the environment, not of the server under test.
+    """
+    port = procs.free_port()
+    argv = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}",
+            f"--auth-zone={ZONE}", f"--auth-server=ns.{ZONE},127.0.0.1", f"--auth-ttl={TTL}",
+            f"--local-ttl={TTL}", "--cache-size=0", f"--port={port}", "--listen-address=127.0.0.1",
+            "--bind-interfaces", "--pid-file=", "--log-facility=-", "--user=root", "--dns-forward-max=1000"]
+    process = procs.start("upstream-dnsmasq", argv, log_dir, core=procs.LOAD_CORE)
+    procs.wait_for_dns(process, port, f"h0.{ZONE}")
+    return process, port
+
+
+@dataclass(frozen=True)
+class Cache:
+    """How to start one cache: `argv(work, port, upstream_port)` -> command line (config files written first)."""
+
+    name: str
+    binary: str
+    install_hint: str
+    argv: Callable[[Path, int, int], list[str]]
+    env: dict[str, str] | None = None
+
+    def installed(self) -> bool:
+        return shutil.which(self.binary) is not None or os.path.exists(self.binary)
+
+
+def localdns_argv(work: Path, port: int, upstream: int) -> list[str]:
+    """Production defaults (caps, TTLs, prefetch, batching), health and metrics served as in a cluster but on
+    loopback ports of their own; nothing outside cluster.local is asked, so no node resolver is needed."""
+    return [sys.executable, "-m", "cache", "--listen", f"127.0.0.1:{port}", "--kube-dns", f"127.0.0.1:{upstream}",
+            "--health", f"127.0.0.1:{procs.free_port()}", "--metrics", f"127.0.0.1:{procs.free_port()}",
+            "--resolv-conf", "/dev/null", "--drain", "0"]
+
+
+def dnsmasq_argv(work: Path, port: int, upstream: int) -> list[str]:
+    return ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", f"--server=127.0.0.1#{upstream}",
+            "--cache-size=10000", f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+            "--pid-file=", "--log-facility=-", "--user=root"]
+
+
+def unbound_argv(work: Path, port: int, upstream: int) -> list[str]:
+    config = work / "unbound.conf"
+    config.write_text(f"""server:
+  interface: 127.0.0.1
+  port: {port}
+  num-threads: 1
+  do-daemonize: no
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  username: ""
+  chroot: ""
+  directory: "{work}"
+  pidfile: ""
+  do-not-query-localhost: no
+  module-config: "iterator"
+  access-control: 127.0.0.0/8 allow
+  qname-minimisation: no
+  domain-insecure: "{ZONE}"
+forward-zone:
+  name: "."
+  forward-addr: 127.0.0.1@{upstream}
+""")
+    return ["unbound", "-d", "-c", str(config)]
+
+
+def kresd_argv(work: Path, port: int, upstream: int) -> list[str]:
+    rundir = work / "kresd"
+    rundir.mkdir(exist_ok=True)
+    config = work / "kresd.conf"
+    config.write_text(f"""net.listen('127.0.0.1', {port}, {{ kind = 'dns' }})
+cache.open(100 * MB, 'lmdb://{rundir}/cache')
+-- STUB: forward as a stub resolver, no DNSSEC validation (the upstream is kube-dns)
+policy.add(policy.all(policy.STUB('127.0.0.1@{upstream}')))
+""")
+    return ["kresd", "-n", "-q", "-c", str(config), str(rundir)]
+
+
+LOCALDNS = Cache("localdns", sys.executable, "the project itself: `make install`", localdns_argv)
+LOCALDNS_PLAIN = Cache("localdns-plain", sys.executable, "the project itself",
+                       lambda work, port, upstream: [*localdns_argv(work, port, upstream), "--no-udp-batch"])
+PEERS = [
+    Cache("dnsmasq", "dnsmasq", "apt-get install dnsmasq (tools/install-system.sh)", dnsmasq_argv),
+    Cache("unbound", "unbound", "apt-get install unbound (make bench)", unbound_argv),
+    Cache("kresd", "kresd", "apt-get install knot-resolver (make bench)", kresd_argv),
+]
+
+
+# The listener floor (bench/echo.py): no cache, the I/O path alone.
+ECHO_BATCH = Cache("echo-batched", sys.executable, "the project itself",
+                   lambda work, port, upstream: [sys.executable, "-m", "bench.echo", "--port", str(port)])
+ECHO_PLAIN = Cache("echo-plain", sys.executable, "the project itself",
+                   lambda work, port, upstream: [sys.executable, "-m", "bench.echo", "--port", str(port), "--plain"])

@@ -1,0 +1,362 @@
+"""Batched UDP I/O for the hit path: recvmmsg in, sendmmsg out (Linux, through libc with ctypes).
+
+Why: on a cache hit the Python work is well under a microsecond; the kernel's per-datagram syscall (recvfrom,
+sendto, plus an epoll round per packet under an event loop) is what keeps a plain asyncio listener above the C
+caches' CPU per query. `recvmmsg` reads up to `batch_size` datagrams in one syscall and `sendmmsg` writes the hits'
+answers in one more, so the syscall cost is shared by the whole batch.
+
+How: the listener registers the socket with `loop.add_reader`. When it is readable it drains it in bounded rounds
+(never blocking: MSG_DONTWAIT), calls `handle_datagram(data, addr, send)` for each datagram and, while the batch
+runs, `send` only appends to an outgoing batch flushed with one `sendmmsg`. Answers sent later (misses, answered
+when the upstream replies) go out at once with a plain non-blocking `sendto`. All buffers are allocated once;
+per datagram the loop reads lengths through memoryviews over the headers instead of ctypes attributes, and keeps
+decoded source addresses in a bounded dict keyed by the raw sockaddr bytes.
+
+`available()` says whether this works here (Linux with recvmmsg/sendmmsg in libc, and not switched off with
+LOCALDNS_BATCHIO=off); elsewhere the server uses its plain asyncio listener.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Address = Any  # what socket.recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
+Send = Callable[[bytes, Address], None]
+Handler = Callable[[bytes, Address, Send], None]
+
+MSG_DONTWAIT = 0x40
+MSG_TRUNC = 0x20
+DEFAULT_BATCH = 64
+RECV_SLOT = 4096  # largest query accepted over UDP; a longer datagram is dropped (counted as truncated)
+SEND_SLOT = 4096  # answers up to this size go through sendmmsg; larger ones (big EDNS answers) use sendto
+NAME_SLOT = 128  # sizeof(struct sockaddr_storage)
+MAX_ROUNDS = 8  # recvmmsg calls per readiness event, so timers and upstream replies get their turn
+ADDRESS_CACHE_MAX = 65536  # distinct client addresses remembered before the cache is emptied
+
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_void_p),
+        ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.c_void_p),
+        ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p),
+        ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+    ]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
+
+
+# Positions of the fields the hot loop touches, in 32-bit words from the start of each mmsghdr.
+_STRIDE_BYTES = ctypes.sizeof(_MMsgHdr)
+_STRIDE = _STRIDE_BYTES // 4
+_NAMELEN = _MsgHdr.namelen.offset // 4
+_FLAGS = _MsgHdr.flags.offset // 4
+_LEN = _MMsgHdr.len.offset // 4
+_STRIDE_PTRS = _STRIDE_BYTES // ctypes.sizeof(ctypes.c_size_t)  # msg_name is the first field of each mmsghdr
+
+
+def _bytes_data_offset() -> int | None:
+    """Where a bytes object's data starts relative to id() (CPython: 32 on 64-bit), so sendmmsg can point its
+    iovecs at the answers themselves instead of copying them; None (copy instead) if that does not hold here."""
+    if sys.implementation.name != "cpython":
+        return None
+    offsets = {ctypes.cast(ctypes.c_char_p(sample), ctypes.c_void_p).value - id(sample)
+               for sample in (b"probe", b"x" * 100, bytes(range(7)))}
+    return offsets.pop() if len(offsets) == 1 else None
+
+
+_BYTES_DATA = _bytes_data_offset()
+
+
+def _load_libc() -> tuple[Any, Any] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
+    except (OSError, AttributeError):
+        return None
+    recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    recvmmsg.restype = ctypes.c_int
+    sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+    sendmmsg.restype = ctypes.c_int
+    return recvmmsg, sendmmsg
+
+
+_LIBC = _load_libc()
+
+
+def available() -> bool:
+    """True where the batch listener works; the server falls back to a plain listener otherwise.
+
+    LOCALDNS_BATCHIO=off (or 0/false/no) switches it off, to compare the two paths or to rule it out.
+    """
+    if os.environ.get("LOCALDNS_BATCHIO", "").strip().lower() in ("off", "0", "false", "no"):
+        return False
+    return _LIBC is not None
+
+
+class _MessageArray:
+    """`count` preallocated mmsghdr/iovec/buffer/sockaddr slots, each header pointing at its own slot."""
+
+    def __init__(self, count: int, slot: int) -> None:
+        self.count, self.slot = count, slot
+        self._headers = (_MMsgHdr * count)()
+        self._iovecs = (_IoVec * count)()
+        self._data = (ctypes.c_char * (count * slot))()
+        self._names = (ctypes.c_char * (count * NAME_SLOT))()
+        data_at, names_at = ctypes.addressof(self._data), ctypes.addressof(self._names)
+        for i in range(count):
+            self._iovecs[i].base, self._iovecs[i].len = data_at + i * slot, slot
+            hdr = self._headers[i].hdr
+            hdr.name, hdr.namelen = names_at + i * NAME_SLOT, NAME_SLOT
+            hdr.iov, hdr.iovlen = ctypes.addressof(self._iovecs[i]), 1
+        self.address = ctypes.addressof(self._headers)
+        self.size = ctypes.sizeof(self._headers)
+        self.words = memoryview(self._headers).cast("B").cast("I")
+        self.pointers = memoryview(self._headers).cast("B").cast("N")  # msg_name at pointers[i * _STRIDE_PTRS]
+        self.iovs = memoryview(self._iovecs).cast("B").cast("N")  # base, len, base, len, ...
+        self.data = memoryview(self._data).cast("B")
+        self.names = memoryview(self._names).cast("B")
+
+
+class BatchListener:
+    """Serve one bound UDP socket with recvmmsg/sendmmsg on the running event loop.
+
+    The socket stays the caller's: `close()` stops reading from it but does not close it.
+    Counters (`stats()`) say what was received, sent, batched and dropped, so nothing is lost silently.
+    """
+
+    def __init__(self, sock: socket.socket, handle_datagram: Handler, *, batch_size: int = DEFAULT_BATCH) -> None:
+        if _LIBC is None:
+            raise RuntimeError("recvmmsg/sendmmsg are not available here; use the plain UDP listener")
+        if sock.type != socket.SOCK_DGRAM:
+            raise ValueError("BatchListener needs a UDP (SOCK_DGRAM) socket")
+        if not 1 <= batch_size <= 1024:
+            raise ValueError(f"batch_size must be between 1 and 1024, not {batch_size}")
+        sock.setblocking(False)
+        self._sock, self._fd, self._handle = sock, sock.fileno(), handle_datagram
+        self._recvmmsg, self._sendmmsg = _LIBC
+        self._rx = _MessageArray(batch_size, RECV_SLOT)
+        self._tx = _MessageArray(batch_size, SEND_SLOT)
+        self._out: list[tuple[bytes, Address]] = []
+        self._batching = False
+        self._addresses: dict[bytes, Address] = {}  # raw sockaddr -> Python address tuple
+        self._raw_addresses: dict[Address, bytes] = {}  # and back, for sendmmsg
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.received = self.sent = self.batches = 0
+        self.truncated = self.dropped = self.send_errors = self.receive_errors = self.handler_errors = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._on_readable)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop = None
+        if self._out:
+            self._flush()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "received": self.received, "sent": self.sent, "batches": self.batches, "truncated": self.truncated,
+            "dropped": self.dropped, "send_errors": self.send_errors, "receive_errors": self.receive_errors,
+            "handler_errors": self.handler_errors,
+        }
+
+    def send(self, data: bytes, addr: Address) -> None:
+        """The `send` handed to the resolver: batched inside a receive batch, a direct sendto otherwise."""
+        if self._batching:
+            self._out.append((data, addr))
+            if len(self._out) >= self._tx.count:
+                self._flush()
+            return
+        self._sendto(data, addr)
+
+    # The hot path: one screen, no ctypes attribute access per datagram.
+    def _on_readable(self) -> None:
+        rx, fd, recvmmsg, handle, send = self._rx, self._fd, self._recvmmsg, self._handle, self.send
+        words, data, names, addresses = rx.words, rx.data, rx.names, self._addresses
+        count, slot = rx.count, rx.slot
+        for _ in range(MAX_ROUNDS):
+            n = recvmmsg(fd, rx.address, count, MSG_DONTWAIT, None)
+            if n <= 0:
+                if n < 0 and self._receive_failed(ctypes.get_errno()):
+                    continue
+                return
+            self.batches += 1
+            self.received += n
+            self._batching = True
+            try:
+                for i in range(n):
+                    w = i * _STRIDE
+                    size = words[w + _LEN]
+                    if size >= slot:  # MSG_TRUNC: no DNS query is this long
+                        self.truncated += 1
+                        continue
+                    name_at, data_at = i * NAME_SLOT, i * slot
+                    try:
+                        raw = names[name_at:name_at + words[w + _NAMELEN]].tobytes()
+                        words[w + _NAMELEN] = NAME_SLOT  # the kernel wrote the length back; give it the room again
+                        addr = addresses.get(raw) or self._decode_address(raw)
+                        handle(data[data_at:data_at + size].tobytes(), addr, send)
+                    except Exception:  # a resolver bug must not take the listener down with it
+                        self.handler_errors += 1
+                        if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:  # not a log flood
+                            log.exception("handling a datagram failed (%d so far)", self.handler_errors)
+            finally:
+                self._batching = False
+                if self._out:
+                    self._flush()
+            if n < count:
+                return  # drained: skip the recvmmsg that would only say EAGAIN
+
+    def _receive_failed(self, err: int) -> bool:
+        """Classify a recvmmsg error; True means read again now."""
+        if err in _AGAIN:
+            return False
+        if err == errno.EINTR:
+            return True
+        self.receive_errors += 1  # e.g. a queued ICMP error (ECONNREFUSED): reported once, the next read goes on
+        log.debug("recvmmsg: %s", os.strerror(err))
+        return err in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+
+    def _flush(self) -> None:
+        """Send the batch's answers with sendmmsg: each iovec points at the answer's own bytes (CPython), or at a
+        copy in the slot buffer elsewhere; msg_name points at the raw sockaddr the query came from."""
+        out, self._out = self._out, []  # `out` keeps every answer alive until sendmmsg has read it
+        tx, raw_addresses, offset = self._tx, self._raw_addresses, _BYTES_DATA
+        words, pointers, iovs, data, slot = tx.words, tx.pointers, tx.iovs, tx.data, tx.slot
+        count = 0
+        for payload, addr in out:
+            raw = raw_addresses.get(addr)
+            size = len(payload)
+            if raw is None or payload.__class__ is not bytes or (offset is None and size > slot):
+                self._sendto(payload, addr)  # an address we never decoded, a bytearray, or too big to copy
+                continue
+            if offset is None:
+                data[count * slot:count * slot + size] = payload
+            else:
+                iovs[2 * count] = id(payload) + offset
+            iovs[2 * count + 1] = size
+            pointers[count * _STRIDE_PTRS] = id(raw) + offset if offset is not None else self._name_at(count, raw)
+            words[count * _STRIDE + _NAMELEN] = len(raw)
+            count += 1
+        self._send_batch(count)
+
+    def _name_at(self, index: int, raw: bytes) -> int:
+        """Copy a sockaddr into slot `index` (the portable path) and return its address."""
+        tx = self._tx
+        tx.names[index * NAME_SLOT:index * NAME_SLOT + len(raw)] = raw
+        return ctypes.addressof(tx._names) + index * NAME_SLOT
+
+    def _send_batch(self, count: int) -> None:
+        start = 0
+        while start < count:
+            n = self._sendmmsg(self._fd, self._tx.address + start * _STRIDE_BYTES, count - start, MSG_DONTWAIT)
+            if n > 0:
+                self.sent += n
+                start += n
+                continue
+            err = ctypes.get_errno()
+            if err == errno.EINTR:
+                continue
+            if err in _AGAIN:  # socket buffer full: never block, drop the rest as a congested router would
+                self.dropped += count - start
+                return
+            self.send_errors += 1  # this one datagram cannot go (bad address, EMSGSIZE, ...): skip it
+            log.debug("sendmmsg: %s", os.strerror(err))
+            start += 1
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self._sock.sendto(data, addr)
+            self.sent += 1
+        except BlockingIOError:
+            self.dropped += 1
+        except OSError as exc:
+            self.send_errors += 1
+            log.debug("sendto %s: %s", addr, exc)
+
+    def _decode_address(self, raw: bytes) -> Address:
+        addr = decode_sockaddr(raw)
+        if len(self._addresses) >= ADDRESS_CACHE_MAX:
+            self._addresses.clear()
+            self._raw_addresses.clear()
+        self._addresses[raw] = addr
+        self._raw_addresses[addr] = raw
+        return addr
+
+
+def decode_sockaddr(raw: bytes) -> Address:
+    """A raw sockaddr_in/sockaddr_in6 as the tuple socket.recvfrom would return."""
+    family = int.from_bytes(raw[0:2], sys.byteorder)
+    port = int.from_bytes(raw[2:4], "big")
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    if family == socket.AF_INET6:
+        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        scope_id = int.from_bytes(raw[24:28], sys.byteorder)
+        if scope_id:
+            try:
+                host = f"{host}%{socket.if_indextoname(scope_id)}"
+            except OSError:
+                host = f"{host}%{scope_id}"
+        return host, port, int.from_bytes(raw[4:8], "big"), scope_id
+    raise ValueError(f"unexpected address family {family} from recvmmsg")
+
+
+class _PlainProtocol(asyncio.DatagramProtocol):
+    """Where batching is unavailable: one datagram per callback, same `handle(data, addr, send)` contract."""
+
+    def __init__(self, handle_datagram: Handler) -> None:
+        self._handle = handle_datagram
+        self._send: Send | None = None
+
+    def connection_made(self, transport: asyncio.DatagramTransport) -> None:  # type: ignore[override]
+        if hasattr(transport, "max_size"):  # the default loop would read into 256 KiB per datagram
+            transport.max_size = RECV_SLOT
+        self._send = transport.sendto
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        try:
+            self._handle(data, addr, self._send)
+        except Exception:
+            log.exception("handling a datagram from %s failed", addr)
+
+
+async def start_udp(sock: socket.socket, handle_datagram: Handler, *, batch_size: int = DEFAULT_BATCH):
+    """Serve a bound UDP socket on the running loop; the returned object's `close()` stops it.
+
+    Batched (BatchListener) where `available()`, else a plain asyncio datagram endpoint, so a caller never has
+    to handle the fallback itself.
+    """
+    if available():
+        listener = BatchListener(sock, handle_datagram, batch_size=batch_size)
+        listener.start()
+        return listener
+    log.info("recvmmsg/sendmmsg not available or LOCALDNS_BATCHIO=off: plain UDP listener")
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: _PlainProtocol(handle_datagram), sock=sock)
+    return transport

@@ -1,0 +1,254 @@
+"""The daemon's life: node setup, listeners, health and metrics, reload on SIGHUP or file change, drain on SIGTERM.
+
+Only wiring lives here; each mechanism is in its own module.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+from . import config
+from .config import ConfigError, Settings
+from .health import serve_http, text
+from .metrics import Metrics, Stats
+from .resolver import Options, Resolver
+from .server import Listeners
+from .store import Limits
+from .upstream import Group, Upstream
+
+log = logging.getLogger("cache")
+
+CONFIG_POLL = 2.0  # seconds between checks of the config file (a ConfigMap update swaps a symlink)
+SETUP_ERROR_TYPES = ("interfaceadd", "iptables", "iptables_lock", "configmap")
+
+
+def options_from(settings: Settings) -> Options:
+    limits = Limits(settings.success_ttl, settings.success_size, settings.denial_ttl, settings.denial_size,
+                    settings.servfail_ttl, settings.stale_for)
+    return Options(limits, settings.upstream_timeout, settings.prefetch)
+
+
+def build_groups(settings: Settings, stats: Stats, metrics: Metrics | None,
+                 environ: dict[str, str] | None = None) -> dict[str, Group]:
+    return {zone: Group(zone, [Upstream(a, stats, metrics) for a in addresses], stats)
+            for zone, addresses in settings.zones(environ).items()}
+
+
+class Daemon:
+    def __init__(self, settings: Settings, explicit: dict | None = None,
+                 environ: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.explicit = explicit if explicit is not None else {}
+        self.environ = environ
+        self.stats = Stats()
+        self.resolver = Resolver({}, options_from(settings), self.stats, on_loop=self._on_loop)
+        store = self.resolver.store
+        self.metrics = Metrics(self.stats, store.sizes, lambda: dict(store.evictions))
+        self.resolver.configure(build_groups(settings, self.stats, self.metrics, environ), options_from(settings))
+        self.listeners = Listeners(self.resolver, settings.listen_addresses(), settings.udp_batch,
+                                   settings.tcp_idle_timeout, settings.tcp_max_connections)
+        self.network = None
+        self.serving = False
+        self.draining = False
+        self.exit_code = 0
+        self.started = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        self._http: list[asyncio.base_events.Server] = []
+        self._tasks: list[asyncio.Task] = []
+        self._config_digest = self._digest()
+
+    # ---- life ----
+    async def run(self) -> int:
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        try:
+            if s.setup_network:
+                self.network = self._node_network()
+                await asyncio.to_thread(self.network.ensure_interface)
+            await self.listeners.start()
+            await self._start_http()
+        except OSError as error:
+            log.error("cannot start: %s", error)
+            self.listeners.close()
+            await self._stop_http()
+            return 2
+        self.serving = True
+        for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                                (signal.SIGHUP, lambda: self.reload("SIGHUP"))):
+            try:
+                loop.add_signal_handler(signum, handler)
+            except (RuntimeError, ValueError):  # not the main thread (embedded, as in the demo)
+                pass
+        if self.network is not None:
+            self._tasks.append(asyncio.ensure_future(self._sync_network()))
+        if s.config:
+            self._tasks.append(asyncio.ensure_future(self._watch_config()))
+        self._tasks.append(asyncio.ensure_future(self._first_checks()))
+        self.started.set()
+        await self._stop.wait()
+        if self.exit_code == 0 and s.drain > 0:
+            self.draining = True
+            log.info("draining: /ready answers 503, sockets keep answering for %.1fs", s.drain)
+            await asyncio.sleep(s.drain)
+        await self._shutdown()
+        return self.exit_code
+
+    def stop(self, exit_code: int = 0) -> None:
+        if exit_code:
+            self.exit_code = exit_code
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _shutdown(self) -> None:
+        self.serving = False
+        for task in self._tasks:
+            task.cancel()
+        self.listeners.close()
+        await self._stop_http()
+        for group in self.resolver.zones.values():
+            group.close()
+        if self.network is not None and not self.settings.skip_teardown:
+            try:
+                await asyncio.to_thread(self.network.teardown)
+            except Exception as error:  # exiting anyway: say what is left behind
+                log.error("network teardown failed: %s", error)
+        log.info("stopped")
+
+    async def _first_checks(self) -> None:
+        """Check every upstream once (for /ready), then send the loop probes."""
+        upstreams = [u for group in self.resolver.zones.values() for u in group.upstreams]
+        await asyncio.gather(*(u.check(self.settings.upstream_timeout) for u in upstreams))
+        if self.network is not None:
+            await asyncio.to_thread(self.network.ensure_rules)
+        await self.resolver.probe_loops()
+
+    def _on_loop(self, zone: str) -> None:
+        log.error("stopping: zone %s forwards back to this cache (a loop would multiply every query)", zone)
+        self.stop(exit_code=1)
+
+    # ---- node network (cache/netsetup.py, owned by the netsetup engineer) ----
+    def _node_network(self):
+        try:
+            from .netsetup import NodeNetwork
+        except ImportError as error:
+            raise SystemExit(f"--setup-network needs cache/netsetup.py, which cannot be imported: {error}") from None
+        for errortype in SETUP_ERROR_TYPES:
+            self.stats.setup_errors[errortype] += 0
+        listen = self.settings.listen_addresses()
+        health = self.settings.http_address("health")
+        return NodeNetwork(addresses=[ipaddress.ip_address(host) for host, _ in listen], dns_port=listen[0][1],
+                           health_port=health[1] if health else None, interface_name=self.settings.interface_name,
+                           interface_kind=self.settings.interface_kind, on_error=self._setup_error)
+
+    def _setup_error(self, errortype: str) -> None:
+        self.stats.setup_errors[errortype] += 1
+        log.error("node network setup error: %s", errortype)
+
+    async def _sync_network(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sync_interval)
+            try:
+                await asyncio.to_thread(self.network.ensure_interface)
+                await asyncio.to_thread(self.network.ensure_rules)
+            except Exception as error:  # the next sync tries again
+                log.error("node network sync failed: %s", error)
+
+    # ---- health and metrics ----
+    async def _start_http(self) -> None:
+        health = self.settings.http_address("health")
+        if health:
+            self._http.append(await serve_http(*health, {"/health": self._health, "/ready": self._ready}))
+        metrics = self.settings.http_address("metrics")
+        if metrics:
+            self._http.append(await serve_http(*metrics, {"/metrics": self._metrics}))
+
+    async def _stop_http(self) -> None:
+        for server in self._http:
+            server.close()
+        self._http = []
+
+    def _health(self):
+        return text(200, "OK") if self.serving else text(503, "not serving")
+
+    def _ready(self):
+        if self.draining or not self.serving:
+            return text(503, "draining" if self.draining else "starting")
+        if not self.resolver.ready:
+            return text(503, "no upstream has answered yet")
+        return text(200, "ready")
+
+    def _metrics(self):
+        body, content_type = self.metrics.render()
+        return 200, body, content_type
+
+    # ---- reload ----
+    def _digest(self) -> bytes | None:
+        if not self.settings.config:
+            return None
+        try:
+            return hashlib.sha256(Path(self.settings.config).read_bytes()).digest()
+        except OSError:
+            return None
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(CONFIG_POLL)
+            digest = self._digest()
+            if digest != self._config_digest:
+                self._config_digest = digest
+                self.reload("config file changed")
+
+    def reload(self, reason: str) -> bool:
+        """Re-read the config file (and resolv.conf); keep the cache and sockets; a bad file changes nothing."""
+        try:
+            new = config.resolve(self.explicit, self.environ)
+        except (ConfigError, OSError) as error:
+            self.stats.config_reloads["failed"] += 1
+            log.error("reload (%s) failed, keeping the settings in force: %s", reason, error)
+            return False
+        ignored = config.restart_only_changes(self.settings, new)
+        if ignored:
+            log.warning("reload (%s): %s changed but take effect only after a restart", reason, ", ".join(ignored))
+            new = replace(new, **{name: getattr(self.settings, name) for name in config.RESTART_ONLY})
+        old_groups = self.resolver.configure(build_groups(new, self.stats, self.metrics, self.environ),
+                                             options_from(new))
+        # Exchanges in flight still use the old groups: close them once those have certainly ended.
+        asyncio.get_running_loop().call_later(self.settings.upstream_timeout + 1,
+                                              lambda: [g.close() for g in old_groups])
+        self.settings = new
+        self.stats.config_reloads["ok"] += 1
+        self._tasks.append(asyncio.ensure_future(self._first_checks()))
+        log.info("reloaded settings (%s)", reason)
+        return True
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (its datagram reads avoid the default loop's per-packet 256 KiB buffer)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings, explicit = config.load(argv)
+    except ConfigError as error:
+        raise SystemExit(f"python -m cache: {error}") from None
+    setup_logging(settings.log_level)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        daemon = Daemon(settings, explicit, dict(os.environ))
+        return runner.run(daemon.run())

@@ -1,0 +1,209 @@
+"""The query pipeline: a hit is answered from raw bytes before `handle` returns; a miss joins or starts one
+upstream exchange for its key, routed to the longest matching forward zone.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import wire
+from .metrics import Stats
+from .store import Limits, Store
+from .upstream import Group, UpstreamError
+from .wire import BadQuery, Drop, Query, parse_query, render
+
+log = logging.getLogger("cache.resolver")
+
+Send = Callable[[bytes, object], None]
+UDP, TCP = "udp", "tcp"
+STALE_TTL = 30  # RFC 8767 section 4: the TTL of a stale answer
+MAX_INFLIGHT = 10000  # distinct upstream exchanges at once; beyond, SERVFAIL at once rather than grow
+MAX_WAITERS = 256  # clients waiting for the same exchange; beyond, dropped (a flood of one name)
+TYPE_HINFO = 13
+
+
+@dataclass
+class Options:
+    limits: Limits = field(default_factory=Limits)
+    upstream_timeout: float = 2.0
+    prefetch: int = 3  # hits during an entry's life that make it refreshed before expiry; 0 = never
+
+
+class Resolver:
+    def __init__(self, zones: dict[str, Group], options: Options, stats: Stats | None = None,
+                 on_loop: Callable[[str], None] | None = None) -> None:
+        self.stats = stats or Stats()
+        self.store = Store(options.limits)
+        self.inflight: dict[bytes, list[tuple[Query, object, Send, str]]] = {}
+        self.loop_probes: dict[bytes, str] = {}  # probe question -> zone
+        self.on_loop = on_loop
+        self.zones: dict[bytes, Group] = {}
+        self.options = options
+        self.configure(zones, options)
+
+    def configure(self, zones: dict[str, Group], options: Options) -> list[Group]:
+        """Swap zones and options (config reload) keeping the cache; returns the replaced groups to close."""
+        old = list(self.zones.values())
+        self.zones = {wire.encode_name(zone): group for zone, group in zones.items()}
+        self.options = options
+        self.store.resize(options.limits)
+        return old
+
+    @property
+    def ready(self) -> bool:
+        return any(group.up for group in self.zones.values())
+
+    def handle_datagram(self, data: bytes, addr, send: Send) -> None:
+        """A UDP query: answered (hit, error) before returning, or later (miss), through `send(reply, addr)`."""
+        self.handle(data, addr, send, UDP)
+
+    def handle(self, data: bytes, addr, send: Send, proto: str) -> None:
+        stats = self.stats
+        try:
+            query = parse_query(data)
+        except Drop as drop:
+            stats.dropped[drop.args[0]] += 1
+            return
+        except BadQuery as bad:
+            stats.responses[bad.rcode] += 1
+            send(bad.response, addr)
+            return
+        stats.requests[(proto, "1" if len(addr) == 2 else "2", query.qtype)] += 1
+        entry = self.store.get(query.key)
+        if entry is not None:
+            left = entry.expires - time.monotonic()
+            if left > 0:
+                answer = entry.answer
+                limit = (query.udp_size if query.edns else 512) if proto == UDP else 65535
+                send(render(query, answer, int(left), limit), addr)
+                stats.hits[entry.kind] += 1
+                stats.responses[answer.rcode] += 1
+                entry.hits += 1
+                if entry.hits >= self.options.prefetch > 0 and left * 10 <= entry.ttl and not entry.refreshing:
+                    self._prefetch(query, entry)
+                return
+        self._miss(query, addr, send, proto)
+
+    def _miss(self, query: Query, addr, send: Send, proto: str) -> None:
+        stats = self.stats
+        stats.misses += 1
+        key = query.key
+        waiters = self.inflight.get(key)
+        if waiters is not None:
+            if len(waiters) < MAX_WAITERS:
+                waiters.append((query, addr, send, proto))
+            else:
+                stats.dropped["too many identical queries in flight"] += 1
+            return
+        zone = self.loop_probes.get(key[:-1])
+        if zone is not None:
+            self._loop_detected(zone, query, addr, send)
+            return
+        if len(self.inflight) >= MAX_INFLIGHT:
+            self._reply(query, addr, send, wire.error_response(query, wire.SERVFAIL), wire.SERVFAIL)
+            return
+        self.inflight[key] = [(query, addr, send, proto)]
+        asyncio.get_running_loop().create_task(self._fetch(query))
+
+    def _prefetch(self, query: Query, entry) -> None:
+        if query.key in self.inflight:
+            return
+        entry.refreshing = True
+        self.stats.prefetch += 1
+        self.inflight[query.key] = []
+        asyncio.get_running_loop().create_task(self._fetch(query))
+
+    def route(self, qname: bytes) -> tuple[str, Group] | None:
+        """The group of the longest forward zone that contains qname (lowercased wire name)."""
+        offset = 0
+        while True:
+            group = self.zones.get(qname[offset:])
+            if group is not None:
+                return group.zone, group
+            if offset >= len(qname) or qname[offset] == 0:
+                return None
+            offset += qname[offset] + 1
+
+    async def _fetch(self, query: Query) -> None:
+        key = query.key
+        question = key[:-1]
+        answer = None
+        try:
+            routed = self.route(query.qname)
+            if routed is None:
+                log.warning("no forward zone for %s", wire.decode_name(query.qname))
+            else:
+                data = await routed[1].exchange(question, query.do, query.cd, self.options.upstream_timeout)
+                answer = wire.parse_answer(data, question)
+        except UpstreamError as error:
+            log.info("no answer for %s: %s", wire.decode_name(query.qname), error)
+        except wire.BadAnswer as error:
+            log.warning("unusable upstream answer for %s: %s", wire.decode_name(query.qname), error)
+        except Exception:  # never leave clients waiting on a bug
+            log.exception("resolving %s failed", wire.decode_name(query.qname))
+        finally:
+            self._deliver(key, answer)
+
+    def _deliver(self, key: bytes, answer: wire.Answer | None) -> None:
+        now = time.monotonic()
+        waiters = self.inflight.pop(key, [])
+        ttl = 0
+        if answer is not None:
+            entry = self.store.put(key, answer, now)
+            ttl = entry.ttl if entry is not None else min(answer.ttl, self.options.limits.success_ttl)
+        if answer is None or answer.rcode == wire.SERVFAIL:
+            stale = self.store.stale(key, now)
+            if stale is not None:
+                stale.refreshing = False
+                if stale.expires <= now:  # a fresh SERVFAIL cannot be stored over it; the stale answer wins
+                    answer, ttl = stale.answer, STALE_TTL
+                    self.stats.served_stale += len(waiters)
+        for query, addr, send, proto in waiters:
+            if answer is None:
+                self._reply(query, addr, send, wire.error_response(query, wire.SERVFAIL), wire.SERVFAIL)
+                continue
+            limit = (query.udp_size if query.edns else 512) if proto == UDP else 65535
+            self._reply(query, addr, send, render(query, answer, ttl, limit), answer.rcode)
+
+    def _reply(self, query: Query, addr, send: Send, reply: bytes, rcode: int) -> None:
+        self.stats.responses[rcode] += 1
+        try:
+            send(reply, addr)
+        except OSError as error:  # a client gone away must not stop the others' answers
+            log.debug("sending to %s failed: %s", addr, error)
+
+    # Loop detection, as CoreDNS's loop plugin: ask each zone for a random name; if the query reaches us, the
+    # forwarding leads back here.
+    def loop_probe_questions(self) -> list[tuple[str, bytes]]:
+        probes = []
+        for wire_zone, group in self.zones.items():
+            label = secrets.token_hex(8).encode()
+            question = bytes((len(label),)) + label + wire_zone + struct.pack("!HH", TYPE_HINFO, 1)
+            self.loop_probes[question] = group.zone
+            probes.append((group.zone, question))
+        return probes
+
+    async def probe_loops(self) -> None:
+        """Send one probe per zone; a probe that comes back calls `on_loop`."""
+        async def probe(zone: str, question: bytes) -> None:
+            group = self.zones.get(wire.encode_name(zone))
+            if group is None:
+                return
+            try:
+                await group.exchange(question, False, False, self.options.upstream_timeout)
+            except UpstreamError:
+                pass
+        await asyncio.gather(*(probe(zone, question) for zone, question in self.loop_probe_questions()))
+
+    def _loop_detected(self, zone: str, query: Query, addr, send: Send) -> None:
+        self.stats.loops_detected += 1
+        log.error("forwarding loop detected: a query for zone %r sent upstream came back to this cache; "
+                  "check the --forward/--kube-dns targets and the node's resolv.conf", zone)
+        self._reply(query, addr, send, wire.error_response(query, wire.SERVFAIL), wire.SERVFAIL)
+        if self.on_loop is not None:
+            self.on_loop(zone)

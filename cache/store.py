@@ -1,0 +1,111 @@
+"""The cache: answers by key, with the time they were stored, in two size-bounded LRU maps (success, denial).
+
+An entry knows when it was stored and for how long it is fresh; what is left of its TTL is derived from the clock,
+never counted down in place. Expired entries stay (within the size bound) for `stale_for` seconds, so they can be
+served when every upstream fails (RFC 8767).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .wire import Answer, SERVFAIL
+
+SUCCESS, DENIAL = "success", "denial"
+
+
+@dataclass(slots=True)
+class Entry:
+    answer: Answer
+    stored: float
+    expires: float
+    ttl: int  # the capped TTL this entry was stored with
+    kind: str
+    hits: int = 0
+    refreshing: bool = False  # a prefetch for this entry is in flight
+
+
+@dataclass(slots=True)
+class Limits:
+    success_ttl: int = 30
+    success_size: int = 9984
+    denial_ttl: int = 5
+    denial_size: int = 9984
+    servfail_ttl: int = 5
+    stale_for: int = 3600
+
+
+def cache_ttl(answer: Answer, limits: Limits) -> tuple[str, int] | None:
+    """Which map and for how long an answer may be kept (RFC 1035, RFC 2308), or None: not cacheable."""
+    if answer.rcode == SERVFAIL:
+        return (DENIAL, limits.servfail_ttl) if limits.servfail_ttl > 0 else None
+    if answer.negative:
+        if not answer.has_soa:  # RFC 2308 section 5: without an SOA there is no negative TTL
+            return None
+        ttl = min(answer.ttl, limits.denial_ttl)
+        return (DENIAL, ttl) if ttl > 0 else None
+    if answer.rcode != 0:
+        return None
+    ttl = min(answer.ttl, limits.success_ttl)
+    return (SUCCESS, ttl) if ttl > 0 else None
+
+
+class Store:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.maps: dict[str, OrderedDict[bytes, Entry]] = {SUCCESS: OrderedDict(), DENIAL: OrderedDict()}
+        self.evictions = {SUCCESS: 0, DENIAL: 0}
+
+    def get(self, key: bytes) -> Entry | None:
+        """The entry (fresh or stale) for key, marked most recently used; the caller compares `expires` to now."""
+        success = self.maps[SUCCESS]
+        entry = success.get(key)
+        if entry is not None:
+            success.move_to_end(key)
+            return entry
+        denial = self.maps[DENIAL]
+        entry = denial.get(key)
+        if entry is not None:
+            denial.move_to_end(key)
+        return entry
+
+    def stale(self, key: bytes, now: float) -> Entry | None:
+        """An expired entry still within the serve-stale window (a SERVFAIL is never served stale)."""
+        entry = self.get(key)
+        if entry is None or entry.answer.rcode == SERVFAIL:
+            return None
+        return entry if now < entry.expires + self.limits.stale_for else None
+
+    def put(self, key: bytes, answer: Answer, now: float) -> Entry | None:
+        """Store a cacheable answer; returns the new entry, or None when the answer is not to be kept."""
+        verdict = cache_ttl(answer, self.limits)
+        if verdict is None:
+            return None
+        kind, ttl = verdict
+        if answer.rcode == SERVFAIL and self.stale(key, now) is not None:
+            return None  # keep the stale answer rather than replace it by a failure
+        for name, entries in self.maps.items():
+            if name != kind:
+                entries.pop(key, None)
+        entry = Entry(answer, now, now + ttl, ttl, kind)
+        entries = self.maps[kind]
+        entries[key] = entry
+        entries.move_to_end(key)
+        self._trim(kind)
+        return entry
+
+    def resize(self, limits: Limits) -> None:
+        """New limits (config reload): smaller maps drop their least recently used entries now."""
+        self.limits = limits
+        self._trim(SUCCESS)
+        self._trim(DENIAL)
+
+    def _trim(self, kind: str) -> None:
+        entries = self.maps[kind]
+        size = self.limits.success_size if kind == SUCCESS else self.limits.denial_size
+        while len(entries) > max(size, 0):
+            entries.popitem(last=False)
+            self.evictions[kind] += 1
+
+    def sizes(self) -> dict[str, int]:
+        return {kind: len(entries) for kind, entries in self.maps.items()}

@@ -1,0 +1,69 @@
+"""Fixtures for the cluster tools: a FakeKubeAPI per test and a way to run a subcommand as the CLI does."""
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from tests.kubeapi import FakeKubeAPI
+from webhook import audit, rollout, status
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+    def yaml(self) -> dict:
+        return yaml.safe_load(self.out)
+
+
+@pytest.fixture
+def api() -> Iterator[FakeKubeAPI]:
+    with FakeKubeAPI() as server:
+        yield server
+
+
+@pytest.fixture
+def installed(api: FakeKubeAPI) -> None:
+    """A healthy localdns installation (webhook and cache ready), which `rollout --yes` checks before acting."""
+    from tests.cluster_tools.workloads import localdns
+
+    localdns(api)
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook's default settings, whatever the developer's shell exports."""
+    for name in ("LOCALDNS_CONFIG", "LOCALDNS_LOCAL_IP", "LOCALDNS_NDOTS", "LOCALDNS_EXCLUDED_NAMESPACES",
+                 "LOCALDNS_CLUSTER_DOMAIN", "LOCALDNS_EXTRA_OPTIONS", "LOCALDNS_FALLBACK_NAMESERVER"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The subcommands wired exactly as `python -m webhook` wires them: each module's add_parser."""
+    top = argparse.ArgumentParser(prog="python -m webhook")
+    sub = top.add_subparsers(dest="command", required=True)
+    for module in (audit, rollout, status):
+        module.add_parser(sub)
+    return top
+
+
+@pytest.fixture
+def cli(api: FakeKubeAPI, capsys: pytest.CaptureFixture, settings_env: None) -> Callable[..., Result]:
+    def run(command: str, *args: str, kubeconfig: str | None = None) -> Result:
+        argv = [command, "--kubeconfig", kubeconfig or str(api.kubeconfig_path), *args]
+        parsed = parser().parse_args(argv)
+        code = parsed.func(parsed)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,102 @@
+"""Every cluster specific is one line of deploy/cluster/cluster.yaml, and that line reaches every object that uses
+the value. Each test edits one line in a copy of the tree, as a user would, renders with the real kustomize, and
+follows the value into each place (after the kubelet's $(VAR) expansion), and checks that the old value is gone."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.deploy.render import (CLUSTER_DOMAIN, DEFAULT, DEPLOY, IMAGE, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_IP,
+                                 OPTIONAL_COMPONENTS, all_containers, container, expanded_args, find, flag_values,
+                                 plain_env, rendered)
+
+DOWNWARD = {"status.hostIP": "192.0.2.7", "metadata.namespace": "localdns-system"}
+EVERYTHING = ("builtin-certs", *OPTIONAL_COMPONENTS)
+
+
+def webhook_env(objects: list[dict]) -> dict[str, str]:
+    return plain_env(container(find(objects, "Deployment", "localdns-webhook"), "webhook"))
+
+
+def cache_args(objects: list[dict]) -> list[str]:
+    return expanded_args(container(find(objects, "DaemonSet", "localdns-cache"), "cache"), DOWNWARD)
+
+
+def text_of(objects: list[dict]) -> str:
+    return json.dumps(objects)
+
+
+def test_cluster_yaml_holds_each_value_once() -> None:
+    data = yaml.safe_load((DEPLOY / "cluster" / "cluster.yaml").read_text())["data"]
+    assert data == {"localIP": LOCAL_IP, "clusterDomain": CLUSTER_DOMAIN, "kubeDNS": KUBE_DNS,
+                    "kubeDNSUpstream": KUBE_DNS_UPSTREAM, "image": IMAGE}
+    # No other file of the tree repeats a value (a second copy is a second place to forget).
+    for path in DEFAULT.parent.rglob("*.yaml"):
+        if path.name == "cluster.yaml":
+            continue
+        text = path.read_text()
+        for value in (LOCAL_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, IMAGE, "cluster.local"):
+            assert value not in text, f"{path.relative_to(DEFAULT.parent)} repeats {value}"
+
+
+def test_kube_dns_ip_is_a_one_line_edit() -> None:
+    new = "10.100.0.10"
+    objects = rendered(EVERYTHING, kubeDNS=new)
+    assert KUBE_DNS not in text_of(objects)
+    # iptables mode: the cache answers on kube-dns's IP ...
+    assert f"{new}:53" in flag_values(cache_args(objects), "--listen")
+    # ... and the fallback nameserver injected into pods is kube-dns.
+    assert webhook_env(objects)["LOCALDNS_FALLBACK_NAMESERVER"] == new
+    # Without iptables mode the cache forwards to it.
+    assert flag_values(cache_args(rendered(("builtin-certs",), kubeDNS=new)), "--kube-dns") == [new]
+
+
+def test_kube_dns_upstream_ip_is_a_one_line_edit() -> None:
+    new = "10.100.0.53"
+    objects = rendered(EVERYTHING, kubeDNSUpstream=new)
+    assert KUBE_DNS_UPSTREAM not in text_of(objects)
+    assert find(objects, "Service", "kube-dns-upstream", "kube-system")["spec"]["clusterIP"] == new
+    assert flag_values(cache_args(objects), "--kube-dns") == [new]
+
+
+def test_local_ip_is_a_one_line_edit() -> None:
+    new = "169.254.0.53"
+    for components in (("builtin-certs",), EVERYTHING):
+        objects = rendered(components, localIP=new)
+        assert LOCAL_IP not in text_of(objects)
+        assert webhook_env(objects)["LOCALDNS_LOCAL_IP"] == new
+        args = cache_args(objects)
+        assert flag_values(args, "--listen")[0] == f"{new}:53"
+        assert flag_values(args, "--health") == [f"{new}:8080"]
+        cache = container(find(objects, "DaemonSet", "localdns-cache"), "cache")
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert cache[probe]["httpGet"]["host"] == new
+
+
+@pytest.mark.parametrize("tls", ["builtin-certs", "cert-manager"])
+def test_cluster_domain_is_a_one_line_edit(tls: str) -> None:
+    new = "k8s.example.internal"
+    objects = rendered((tls, *OPTIONAL_COMPONENTS), clusterDomain=new)
+    assert "cluster.local" not in text_of(objects)
+    assert webhook_env(objects)["LOCALDNS_CLUSTER_DOMAIN"] == new
+    assert flag_values(cache_args(objects), "--cluster-domain") == [new]
+    deployment = find(objects, "Deployment", "localdns-webhook")
+    if tls == "builtin-certs":
+        for name, init in (("certs-bootstrap", True), ("certs-watch", False)):
+            args = expanded_args(container(deployment, name, init=init), DOWNWARD)
+            assert flag_values(args, "--cluster-domain") == [new]
+    else:
+        names = find(objects, "Certificate", "localdns-webhook")["spec"]["dnsNames"]
+        assert names[-1] == f"localdns-webhook.localdns-system.svc.{new}"
+
+
+@pytest.mark.parametrize("tls", ["builtin-certs", "cert-manager"])
+def test_image_is_a_one_line_edit(tls: str) -> None:
+    new = "registry.example.com/platform/localdns:1.2.3"
+    objects = rendered((tls, *OPTIONAL_COMPONENTS), image=new)
+    workloads = [find(objects, "Deployment", "localdns-webhook"), find(objects, "DaemonSet", "localdns-cache")]
+    images = {c["name"]: c["image"] for w in workloads for c in all_containers(w)}
+    assert set(images.values()) == {new}, images
+    assert len(images) == (4 if tls == "builtin-certs" else 2)

@@ -1,0 +1,66 @@
+"""Hypothesis strategies for pods as admission sends them: DNS settings, annotations, policies, OS, affinity."""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from webhook.config import DNSOption, Settings
+
+LOCAL_IP = "169.254.20.10"
+
+names = st.sampled_from(["example.com", "corp.example", "svc.cluster.local", "cluster.local", "a.b.c.d",
+                         "shop.svc.cluster.local", "x" * 63 + ".example", "Bad_Name", "-bad", "ends.with.dot.",
+                         ("a" * 60 + ".") * 4 + "example"])
+ips = st.sampled_from([LOCAL_IP, "10.96.0.10", "10.0.0.2", "8.8.8.8", "fd00::10", "::1", "not-an-ip", "300.1.1.1"])
+option_names = st.sampled_from(["ndots", "edns0", "timeout", "attempts", "rotate", "single-request-reopen", ""])
+options = st.fixed_dictionaries({"name": option_names},
+                                optional={"value": st.one_of(st.none(), st.sampled_from(["", "1", "2", "5", "15"]))})
+dns_configs = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({}, optional={
+        "nameservers": st.one_of(st.none(), st.lists(ips, max_size=4)),
+        "searches": st.one_of(st.none(), st.lists(names, max_size=34)),
+        "options": st.one_of(st.none(), st.lists(options, max_size=5)),
+    }),
+)
+annotation_values = st.one_of(st.sampled_from(["disabled", "false", "False", "enabled", "true", "no", "", "2", "0",
+                                               "15", "16", "-1", "abc", " 3 "]), st.text(max_size=5))
+annotations = st.one_of(st.none(), st.dictionaries(
+    st.sampled_from(["localdns.io/inject", "localdns.io/ndots", "localdns.io/injected", "team"]),
+    annotation_values, max_size=4))
+# Node affinity shapes, well-formed or not: the webhook reads them to spot Windows pods and must never trip.
+affinities = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.sampled_from(["windows", "linux", "kubernetes.io/os", "In"])),
+    lambda children: st.one_of(st.lists(children, max_size=2), st.dictionaries(st.sampled_from(
+        ["nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms", "matchExpressions",
+         "key", "operator", "values"]), children, max_size=3)),
+    max_leaves=12)
+specs = st.fixed_dictionaries({"containers": st.just([{"name": "app", "image": "nginx"}])}, optional={
+    "dnsPolicy": st.sampled_from(["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None", "", "Bogus"]),
+    "hostNetwork": st.booleans(),
+    "dnsConfig": dns_configs,
+    "nodeSelector": st.dictionaries(st.sampled_from(["kubernetes.io/os", "zone"]),
+                                    st.sampled_from(["linux", "windows", "a"]), max_size=2),
+    "os": st.fixed_dictionaries({"name": st.sampled_from(["linux", "windows"])}),
+    "affinity": affinities,
+})
+metadatas = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+    "generateName": st.just("web-"), "name": st.just("web-1"), "namespace": st.sampled_from(["", "other"]),
+    "annotations": annotations, "labels": st.just({"app": "web"})}))
+pods = st.builds(lambda metadata, spec: {"apiVersion": "v1", "kind": "Pod", "spec": spec,
+                                         **({} if metadata is None else {"metadata": metadata})}, metadatas, specs)
+namespaces = st.sampled_from(["default", "shop", "kube-system", "localdns-system", "a" * 63])
+all_settings = st.builds(
+    Settings,
+    local_ip=st.sampled_from([LOCAL_IP, "fd00::a"]),
+    cluster_domain=st.sampled_from(["cluster.local", "corp.internal"]),
+    ndots=st.integers(0, 15),
+    extra_options=st.lists(st.sampled_from([DNSOption("edns0"), DNSOption("timeout", "2"),
+                                            DNSOption("single-request-reopen")]), max_size=2).map(tuple),
+    fallback_nameserver=st.sampled_from([None, "10.96.0.10"]),
+)
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children,
+                                                                                 max_size=3)),
+    max_leaves=10)

@@ -1,0 +1,109 @@
+"""The HTTP surface: POST /mutate, GET /healthz, /readyz and /metrics. Decisions live in policy.py."""
+from __future__ import annotations
+
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook import review
+from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
+from webhook.metrics import Metrics
+from webhook.patch import patch_for
+from webhook.policy import decide
+
+log = logging.getLogger("localdns.webhook")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (before reading it all) anything over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise review.BadReview(f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    settings = settings or Settings()
+    metrics = metrics or Metrics()
+    app = FastAPI(title="localdns webhook", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.draining = False
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        with metrics.in_flight.track_inprogress():
+            return await _mutate(request)
+
+    async def _mutate(request: Request) -> Response:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            try:
+                admission = review.parse(await read_body(request, max_body_bytes))
+            except BodyTooLarge as error:
+                outcome = "bad-request"
+                return JSONResponse({"error": str(error)}, status_code=413)
+            except review.BadReview as error:
+                outcome = "bad-request"
+                log.warning("rejected admission request: %s", error)
+                return JSONResponse({"error": str(error)}, status_code=400)
+            answer, outcome = answer_review(admission, settings)
+            if answer["response"].get("warnings"):
+                metrics.warnings.inc()
+            return JSONResponse(answer)
+        finally:
+            metrics.admissions.labels(outcome).inc()
+            metrics.duration.observe(time.perf_counter() - started)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if app.state.draining:
+            return PlainTextResponse("draining\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def answer_review(admission: review.AdmissionRequest, settings: Settings) -> tuple[dict, str]:
+    """The AdmissionReview answer and the outcome label. Never raises: an internal error allows the pod as is."""
+    if not admission.is_pod_create:
+        return review.response(admission), "ignored"
+    pod = admission.object
+    name = (pod.get("metadata") or {}).get("name") or f"{(pod.get('metadata') or {}).get('generateName', '')}*"
+    try:
+        decision = decide(pod, admission.namespace, settings)
+        patch = patch_for(pod, decision)
+    except Exception:  # a bug must not cost the pod its creation: answer allowed, unchanged, and say so
+        log.exception("uid=%s pod=%s/%s: internal error, pod left unchanged", admission.uid, admission.namespace,
+                      name)
+        return review.response(admission, warnings=["localdns: internal error, DNS settings left unchanged"]), "error"
+    log.info("uid=%s pod=%s/%s outcome=%s%s: %s", admission.uid, admission.namespace, name, decision.outcome.value,
+             " (dry run)" if admission.dry_run else "", decision.reason)
+    warnings = [decision.warning] if decision.warning else None
+    return review.response(admission, patch, warnings), decision.outcome.value

@@ -1,0 +1,231 @@
+"""`python -m webhook audit`: which running pods still bypass the local DNS cache, and what recreates them.
+
+A namespace that opts in changes only pods created afterwards. For every pod in the opted-in namespaces this asks
+the webhook's own rule (`policy.decide`, the same function `/mutate` calls) what it would do to the pod now:
+- INJECT: the pod is running without the local cache though it would get it now: it needs a restart, which goes
+  through its owner (Deployment via its ReplicaSet, StatefulSet, DaemonSet, Job, CronJob via its Job, or none).
+- ALREADY_INJECTED: nothing to do.
+- SKIP: rightly untouched (opted out, hostNetwork, its own dnsPolicy, ...), listed with the webhook's reason.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook import cluster as kube
+from webhook.config import ConfigError, Settings
+from webhook.output import emit, plural, table
+from webhook.policy import INJECTED_ANNOTATION, Outcome, decide
+
+NEEDS_RESTART = "needs-restart"
+INJECTED = "injected"
+UNTOUCHED = "untouched"
+
+# What `rollout` does with each kind of owner.
+RESTART = "restart"
+DELETE = "delete-bare-pod"
+LEAVE = "none"
+RESTARTABLE_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def classify(pod: dict, namespace: str, settings: Settings) -> tuple[str, str]:
+    """(verdict, reason) for one running pod, by the webhook's rule."""
+    meta, status = pod.get("metadata", {}), pod.get("status", {})
+    if meta.get("deletionTimestamp"):
+        return UNTOUCHED, "terminating"
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return UNTOUCHED, f"finished ({status['phase']}); no longer running"
+    decision = decide(pod, namespace, settings)
+    marker = (meta.get("annotations") or {}).get(INJECTED_ANNOTATION)
+    if decision.outcome == Outcome.SKIP and marker and pod.get("spec", {}).get("dnsPolicy") == "None":
+        # Injected at creation, with settings that are no longer current (the webhook skips dnsPolicy None).
+        # Ask the rule about the pod as its template makes it, before injection: cluster DNS, no marker.
+        again = decide(_as_created(pod), namespace, settings)
+        if again.outcome == Outcome.INJECT:
+            return NEEDS_RESTART, f"injected with other settings ({marker}); a restart applies the current ones"
+        return UNTOUCHED, f"{again.reason}; it keeps the DNS settings injected at creation ({marker}) until recreated"
+    if decision.outcome == Outcome.INJECT:
+        return NEEDS_RESTART, decision.reason
+    if decision.outcome == Outcome.ALREADY_INJECTED:
+        return INJECTED, decision.reason
+    return UNTOUCHED, decision.reason
+
+
+def _as_created(pod: dict) -> dict:
+    """The pod without what the webhook injected: what a restart hands to the webhook again."""
+    meta = dict(pod.get("metadata") or {})
+    meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k != INJECTED_ANNOTATION}
+    spec = {k: v for k, v in (pod.get("spec") or {}).items() if k != "dnsConfig"} | {"dnsPolicy": "ClusterFirst"}
+    return {**pod, "metadata": meta, "spec": spec}
+
+
+def action_for(owner: kube.Owner) -> tuple[str, str]:
+    """What `rollout` does for pods of this owner, and the sentence that explains it."""
+    if owner.note:
+        return LEAVE, f"not restarted: {owner.note}"
+    if owner.kind in RESTARTABLE_KINDS:
+        return RESTART, "rollout restart (new pods get the local cache)"
+    if owner.kind == "Job":
+        return LEAVE, "not restarted: a running Job is left to finish; the next Job created gets the local cache"
+    if owner.kind == "CronJob":
+        return LEAVE, "not restarted: the running Job is left to finish; the next scheduled run gets the local cache"
+    if owner.kind == "Pod":
+        return DELETE, "bare pod: nothing recreates it; deleted only by `rollout --delete-bare-pods --yes`"
+    if owner.kind == "ReplicaSet":
+        return LEAVE, "not restarted: a ReplicaSet without a Deployment has no rollout; delete its pods one at a time"
+    if owner.kind == "Node":
+        return LEAVE, "not restarted: a static pod, run by the kubelet from a manifest on its node"
+    return LEAVE, f"not restarted: managed by {owner.kind} {owner.name}; restart it through that controller"
+
+
+@dataclass
+class OwnerGroup:
+    owner: kube.Owner
+    pods: list[str] = field(default_factory=list)
+
+    @property
+    def action(self) -> tuple[str, str]:
+        return action_for(self.owner)
+
+
+@dataclass
+class AuditResult:
+    namespaces: list[str] = field(default_factory=list)
+    groups: dict[kube.Owner, OwnerGroup] = field(default_factory=dict)
+    untouched: list[dict[str, str]] = field(default_factory=list)
+    counts: dict[str, Counter] = field(default_factory=dict)  # namespace -> verdict -> pods
+    gaps: kube.Gaps = field(default_factory=kube.Gaps)
+    notes: list[str] = field(default_factory=list)
+    injected_nodes: dict[str, list[str]] = field(default_factory=dict)  # node -> injected pods (ns/name) on it
+
+    def add(self, namespace: str, pod: dict, owner: kube.Owner | None, verdict: str, reason: str) -> None:
+        self.counts.setdefault(namespace, Counter())[verdict] += 1
+        name = pod["metadata"]["name"]
+        if verdict == INJECTED:
+            node = pod.get("spec", {}).get("nodeName") or ""
+            self.injected_nodes.setdefault(node, []).append(f"{namespace}/{name}")
+        if owner is None:
+            return
+        if verdict == NEEDS_RESTART:
+            self.groups.setdefault(owner, OwnerGroup(owner)).pods.append(name)
+        elif verdict == UNTOUCHED:
+            self.untouched.append({"namespace": namespace, "pod": name, "owner": owner.ref, "reason": reason})
+
+    def sorted_groups(self) -> list[OwnerGroup]:
+        return sorted(self.groups.values(), key=lambda g: (g.owner.namespace, g.owner.kind, g.owner.name))
+
+    @property
+    def exit_code(self) -> int:
+        if self.gaps:
+            return kube.EXIT_PARTIAL
+        return kube.EXIT_FINDINGS if self.groups else kube.EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "partial": bool(self.gaps),
+            "gaps": list(self.gaps.items),
+            "notes": list(self.notes),
+            "namespaces": [
+                {
+                    "name": ns,
+                    "readable": ns in self.counts,
+                    "pods": sum(self.counts.get(ns, Counter()).values()),
+                    "injected": self.counts.get(ns, Counter())[INJECTED],
+                    "needsRestart": self.counts.get(ns, Counter())[NEEDS_RESTART],
+                    "untouched": self.counts.get(ns, Counter())[UNTOUCHED],
+                }
+                for ns in self.namespaces
+            ],
+            "needsRestart": [
+                g.owner.as_dict() | {"action": g.action[0], "explanation": g.action[1], "pods": sorted(g.pods)}
+                for g in self.sorted_groups()
+            ],
+            "untouched": sorted(self.untouched, key=lambda u: (u["namespace"], u["pod"])),
+        }
+
+
+def collect(cluster: kube.Cluster, requested: list[str], settings: Settings) -> AuditResult:
+    """Read the opted-in namespaces' pods and sort each by the webhook's rule. Unreadable parts become gaps."""
+    result = AuditResult()
+    result.namespaces = kube.opted_in_namespaces(cluster, requested, result.gaps, result.notes)
+    excluded = sorted(set(result.namespaces) & settings.excluded_namespaces)
+    for namespace in excluded:
+        result.notes.append(f"namespace {namespace} is labelled but excluded by the webhook settings "
+                            "(excluded_namespaces): its pods are never injected")
+    resolver = kube.OwnerResolver(cluster, result.gaps)
+    for namespace, pods in kube.iter_pods(cluster, result.namespaces, result.gaps):
+        result.counts.setdefault(namespace, Counter())
+        for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+            verdict, reason = classify(pod, namespace, settings)
+            owner = resolver.owner_of(pod) if verdict != INJECTED else None  # no need to follow the chain
+            result.add(namespace, pod, owner, verdict, reason)
+    return result
+
+
+def render(data: dict[str, Any]) -> str:
+    names = [ns["name"] + ("" if ns["readable"] else " (unreadable)") for ns in data["namespaces"]]
+    lines = [f"Audited {plural(len(names), 'opted-in namespace')}" + (f": {', '.join(names)}" if names else "")]
+    lines += [f"note: {note}" for note in data["notes"]]
+    groups = data["needsRestart"]
+    if groups:
+        pods = sum(len(g["pods"]) for g in groups)
+        lines += ["", f"Not using the local DNS cache yet ({plural(pods, 'pod')}, {plural(len(groups), 'owner')}):"]
+        rows = [(g["namespace"], f"{g['kind'].lower()}/{g['name']}", len(g["pods"]), g["explanation"]) for g in groups]
+        lines.append(table(("NAMESPACE", "OWNER", "PODS", "WHAT ROLLOUT DOES"), rows))
+    untouched = data["untouched"]
+    if untouched:
+        lines += ["", f"Rightly untouched ({plural(len(untouched), 'pod')}):"]
+        rows = [(u["namespace"], u["pod"], u["owner"], u["reason"]) for u in untouched]
+        lines.append(table(("NAMESPACE", "POD", "OWNER", "REASON"), rows))
+    injected = sum(ns["injected"] for ns in data["namespaces"])
+    lines += ["", f"Already using the local DNS cache: {plural(injected, 'pod')}."]
+    if data["partial"]:
+        lines += ["", "PARTIAL RESULT: some objects could not be read:"] + [f"  - {gap}" for gap in data["gaps"]]
+    if groups:
+        lines += ["", "To restart them: `python -m webhook rollout` shows the plan; add --yes to do it."]
+    elif not data["partial"]:
+        lines += ["", "Nothing needs a restart."]
+    return "\n".join(lines)
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """The webhook's settings from this environment (LOCALDNS_*), or the YAML file given with --config."""
+    environ = dict(os.environ)
+    if getattr(args, "config", None):
+        environ["LOCALDNS_CONFIG"] = args.config
+    try:
+        return Settings.from_env(environ)
+    except ConfigError as exc:
+        raise kube.ClusterError(f"bad webhook settings: {exc}") from None
+
+
+def add_settings_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help="the webhook's settings YAML (as LOCALDNS_CONFIG); default: LOCALDNS_* variables, else built-in defaults",
+    )
+
+
+@kube.guarded
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    cluster = kube.connect(args.kubeconfig, args.context)
+    result = collect(cluster, kube.requested_namespaces(args), settings)
+    emit(result.as_dict(), args.output, render)
+    return result.exit_code
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="list running pods that do not use the local DNS cache yet, grouped by what recreates them",
+        description="For every opted-in namespace (or those named), list the pods the webhook would change now but "
+        "which were created before, grouped by owner, and the pods rightly left alone with the reason. "
+        "Exit 0: nothing to restart; 1: some pods need a restart; 2: error; 3: partial result.",
+    )
+    kube.add_common_arguments(parser)
+    add_settings_argument(parser)
+    parser.set_defaults(func=run)

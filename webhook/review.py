@@ -1,0 +1,146 @@
+"""AdmissionReview (admission.k8s.io/v1 and v1beta1) in and out, following the published API exactly.
+
+A review that is not one (not JSON, no `request`, wrong kind, fields of the wrong type) raises `BadReview`, which
+the HTTP layer answers with a 4xx and the message. kube-apiserver never sends such a body: only a misconfigured
+client does, and with failurePolicy Ignore even that cannot block a pod.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+
+
+class BadReview(ValueError):
+    """The body is not a usable AdmissionReview; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    api_version: str
+    uid: str
+    kind: Mapping[str, Any]  # {group, version, kind}
+    operation: str
+    namespace: str
+    sub_resource: str
+    object: Any
+    dry_run: bool
+
+    @property
+    def is_pod_create(self) -> bool:
+        return (self.kind.get("group", "") == "" and self.kind.get("kind") == "Pod" and self.operation == "CREATE"
+                and not self.sub_resource)
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise BadReview(f"{where} must be {what}, got {type(value).__name__}")
+    return value
+
+
+def parse(body: bytes) -> AdmissionRequest:
+    try:
+        review = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise BadReview(f"request body is not JSON: {error}") from None
+    _expect(review, dict, "the request body", "a JSON object (an AdmissionReview)")
+    api_version = review.get("apiVersion")
+    if api_version not in API_VERSIONS:
+        raise BadReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {api_version!r}")
+    if review.get("kind") != "AdmissionReview":
+        raise BadReview(f"kind must be AdmissionReview, got {review.get('kind')!r}")
+    if "request" not in review or review["request"] is None:
+        raise BadReview("the AdmissionReview has no request")
+    request = _expect(review["request"], dict, "request", "an object")
+    uid = _expect(request.get("uid"), str, "request.uid", "a string")
+    if not uid:
+        raise BadReview("request.uid must not be empty")
+    kind = _expect(request.get("kind"), dict, "request.kind", "an object {group, version, kind}")
+    for key in ("group", "version", "kind"):
+        _expect(_get(kind, key, ""), str, f"request.kind.{key}", "a string")
+    operation = _expect(request.get("operation"), str, "request.operation", "a string")
+    namespace = _expect(_get(request, "namespace", ""), str, "request.namespace", "a string")
+    sub_resource = _expect(_get(request, "subResource", ""), str, "request.subResource", "a string")
+    dry_run = _expect(_get(request, "dryRun", False), bool, "request.dryRun", "a boolean")
+    parsed = AdmissionRequest(api_version, uid, kind, operation, namespace, sub_resource, request.get("object"),
+                              dry_run)
+    if parsed.is_pod_create:
+        if not namespace:
+            raise BadReview("request.namespace is required for a Pod")
+        check_pod(parsed.object)
+    return parsed
+
+
+def _get(obj: Mapping[str, Any], key: str, default: Any) -> Any:
+    """A field's value, or `default` when absent or null (but not when present and falsy, e.g. [] for an object)."""
+    value = obj.get(key)
+    return default if value is None else value
+
+
+def check_pod(pod: Any) -> None:
+    """Raise BadReview if a field the webhook reads has the wrong type (the API server would not decode it)."""
+    _expect(pod, dict, "request.object", "a Pod object")
+    metadata = _expect(_get(pod, "metadata", {}), dict, "request.object.metadata", "an object")
+    annotations = _expect(_get(metadata, "annotations", {}), dict, "metadata.annotations", "an object")
+    for key, value in annotations.items():
+        _expect(value, str, f"metadata.annotations[{key!r}]", "a string")
+    spec = _expect(_get(pod, "spec", {}), dict, "request.object.spec", "an object")
+    _expect(_get(spec, "dnsPolicy", ""), str, "spec.dnsPolicy", "a string")
+    _expect(_get(spec, "hostNetwork", False), bool, "spec.hostNetwork", "a boolean")
+    node_selector = _expect(_get(spec, "nodeSelector", {}), dict, "spec.nodeSelector", "an object")
+    for key, value in node_selector.items():
+        _expect(value, str, f"spec.nodeSelector[{key!r}]", "a string")
+    os_ = _expect(_get(spec, "os", {}), dict, "spec.os", "an object")
+    _expect(_get(os_, "name", ""), str, "spec.os.name", "a string")
+    dns_config = _expect(_get(spec, "dnsConfig", {}), dict, "spec.dnsConfig", "an object")
+    for field in ("nameservers", "searches"):
+        items = _expect(_get(dns_config, field, []), list, f"spec.dnsConfig.{field}", "a list of strings")
+        for index, item in enumerate(items):
+            _expect(item, str, f"spec.dnsConfig.{field}[{index}]", "a string")
+    options = _expect(_get(dns_config, "options", []), list, "spec.dnsConfig.options", "a list of {name, value}")
+    for index, option in enumerate(options):
+        _expect(option, dict, f"spec.dnsConfig.options[{index}]", "an object {name, value}")
+        _expect(_get(option, "name", ""), str, f"spec.dnsConfig.options[{index}].name", "a string")
+        if option.get("value") is not None:
+            _expect(option["value"], str, f"spec.dnsConfig.options[{index}].value", "a string")
+
+
+def response(request: AdmissionRequest, patch: list[dict] | None = None,
+             warnings: list[str] | None = None) -> dict:
+    """The AdmissionReview answer, in the request's apiVersion. Always allowed: this webhook never blocks a pod."""
+    answer: dict[str, Any] = {"uid": request.uid, "allowed": True}
+    if patch:
+        answer["patchType"] = "JSONPatch"
+        answer["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+    if warnings:
+        answer["warnings"] = warnings
+    return {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": answer}
+
+
+def review_for(pod: Mapping[str, Any], namespace: str, uid: str = "00000000-0000-0000-0000-000000000000",
+               api_version: str = "admission.k8s.io/v1", operation: str = "CREATE") -> dict:
+    """An AdmissionReview as kube-apiserver sends it for a Pod (used by `demo`, tests and tools)."""
+    return {
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": (pod.get("metadata") or {}).get("name", ""),
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
+                         "groups": ["system:serviceaccounts", "system:authenticated"]},
+            "object": pod,
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }

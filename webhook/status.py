@@ -1,0 +1,294 @@
+"""`python -m webhook status`: is the installation healthy? One screen, one line per check, non-zero when not.
+
+What is checked, and why each matters:
+- the MutatingWebhookConfiguration exists, calls our Service, selects opted-in namespaces and has a caBundle:
+  without it no pod is ever injected;
+- the caBundle verifies the certificate in the Secret (signature, the `<svc>.<ns>.svc` name the API server dials,
+  validity dates): the API server verifies the served certificate against exactly that bundle and name, and when it
+  fails, failurePolicy Ignore silently creates pods without injection;
+- the served certificate, when the webhook is reachable from here (`--webhook-address` after a port-forward, or the
+  Service name inside the cluster): a TLS handshake trusting only the caBundle, for the Service name, as the API
+  server makes it; this catches a webhook that has not reloaded a renewed Secret;
+- webhook replicas ready; cache pods ready on every node the DaemonSet wants, and no injected pod on a node whose
+  cache is not ready (its DNS would fail);
+- the opted-in namespaces with injected/total pods (pods still needing a restart are a warning: see `audit`).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import os
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from certs.authority import CertificateError, dns_names_of, fingerprint, is_signed_by, load_certificates
+from webhook import cluster as kube
+from webhook.audit import add_settings_argument, collect, load_settings
+from webhook.output import emit, plural, table
+
+OK, WARN, FAIL, UNKNOWN = "ok", "warn", "fail", "unknown"
+RENEW_WARNING = dt.timedelta(days=14)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    state: str
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"check": self.name, "state": self.state, "detail": self.detail}
+
+
+def service_host(namespace: str = kube.INSTALL_NAMESPACE, service: str = kube.WEBHOOK_NAME) -> str:
+    """The name the API server verifies the webhook's certificate against."""
+    return f"{service}.{namespace}.svc"
+
+
+def check_configuration(mwc: dict) -> tuple[Check, bytes]:
+    """The webhook configuration's shape, and its caBundle (PEM, may be empty)."""
+    hooks = mwc.get("webhooks") or []
+    if not hooks:
+        return Check("webhook configuration", FAIL, f"{kube.WEBHOOK_NAME} has no webhooks"), b""
+    problems, notes = [], []
+    bundle = b""
+    for hook in hooks:
+        client = hook.get("clientConfig") or {}
+        service = client.get("service") or {}
+        if (service.get("namespace"), service.get("name")) != (kube.INSTALL_NAMESPACE, kube.WEBHOOK_NAME):
+            where = f"{service.get('namespace')}/{service.get('name')}" if service else client.get("url", "nowhere")
+            notes.append(f"{hook.get('name')} calls {where}, not Service {kube.INSTALL_NAMESPACE}/{kube.WEBHOOK_NAME}")
+        try:
+            this = base64.b64decode(client.get("caBundle") or "", validate=True)
+        except ValueError:
+            this = b""
+        if not this.strip():
+            problems.append(f"{hook.get('name')} has no caBundle (has `python -m certs bootstrap` run?), "
+                            "so the API server cannot call it")
+        bundle = bundle or this
+        selector = hook.get("namespaceSelector") or {}
+        if selector.get("matchLabels", {}).get(kube.INJECT_LABEL) != kube.INJECT_LABEL_VALUE and not any(
+                e.get("key") == kube.INJECT_LABEL for e in selector.get("matchExpressions") or []):
+            notes.append(f"{hook.get('name')} does not select namespaces by {kube.OPT_IN_SELECTOR}")
+        if hook.get("failurePolicy", "Fail") != "Ignore":
+            notes.append(f"{hook.get('name')} has failurePolicy {hook.get('failurePolicy', 'Fail')}: pods cannot be "
+                         "created while the webhook is down")
+    if problems:
+        return Check("webhook configuration", FAIL, "; ".join(problems + notes)), bundle
+    summary = f"{kube.WEBHOOK_NAME}: {plural(len(hooks), 'webhook')}, caBundle set"
+    return Check("webhook configuration", WARN if notes else OK, "; ".join([summary, *notes])), bundle
+
+
+def check_certificate(bundle_pem: bytes, cert_pem: bytes, now: dt.datetime) -> tuple[Check, x509.Certificate | None]:
+    """Does the caBundle verify the Secret's serving certificate for the name the API server dials, now?"""
+    name = "certificate"
+    try:
+        cas = load_certificates(bundle_pem, "the caBundle")
+        leaf = load_certificates(cert_pem, f"Secret {kube.TLS_SECRET} tls.crt")[0]
+    except CertificateError as exc:
+        return Check(name, FAIL, str(exc)), None
+    host = service_host()
+    if not any(is_signed_by(leaf, ca) for ca in cas):
+        return Check(name, FAIL, f"Secret {kube.TLS_SECRET} holds a certificate that the caBundle's CA did not sign: "
+                     "the API server rejects the webhook (run `python -m certs bootstrap`)"), leaf
+    if host not in dns_names_of(leaf):
+        return Check(name, FAIL, f"the certificate is not valid for {host} (it names "
+                     f"{', '.join(dns_names_of(leaf)) or 'no DNS name'})"), leaf
+    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    if now < start:
+        return Check(name, FAIL, f"the certificate is not valid before {start:%Y-%m-%d %H:%M} UTC"), leaf
+    if now >= end:
+        return Check(name, FAIL, f"the certificate expired on {end:%Y-%m-%d %H:%M} UTC"), leaf
+    left = end - now
+    detail = (f"signed by the caBundle's CA, valid for {host} until {end:%Y-%m-%d} ({left.days} days), "
+              f"sha256 {fingerprint(leaf)}")
+    return Check(name, WARN if left < RENEW_WARNING else OK, detail + (" - renew soon" if left < RENEW_WARNING else "")), leaf
+
+
+def check_served(address: str, bundle_pem: bytes, expected: x509.Certificate | None, explicit: bool,
+                 timeout: float = 3.0) -> Check:
+    """A TLS handshake trusting only the caBundle, for the Service name: what the API server does."""
+    name = "served certificate"
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        context = ssl.create_default_context(cadata=bundle_pem.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError) as exc:
+        return Check(name, FAIL, f"the caBundle cannot be used as a trust store: {exc}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=service_host()) as tls:
+                served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    except ssl.SSLCertVerificationError as exc:
+        return Check(name, FAIL, f"{address} serves a certificate the caBundle does not verify for {service_host()}: "
+                     f"{exc.verify_message}")
+    except (OSError, ValueError) as exc:
+        if explicit:
+            return Check(name, FAIL, f"cannot connect to {address}: {exc}")
+        return Check(name, UNKNOWN, f"not checked: {address} is not reachable from here ({exc})")
+    if expected is not None and served != expected:
+        return Check(name, WARN, f"{address} verifies, but serves sha256 {fingerprint(served)} while the Secret holds "
+                     f"{fingerprint(expected)}: the webhook has not reloaded the Secret yet")
+    return Check(name, OK, f"{address} serves a certificate the caBundle verifies for {service_host()}")
+
+
+def check_webhook_replicas(deployment: dict) -> Check:
+    want = int(deployment.get("spec", {}).get("replicas", 1))
+    ready = int(deployment.get("status", {}).get("readyReplicas") or 0)
+    detail = f"{ready}/{want} replicas ready"
+    if ready == 0:
+        return Check("webhook", FAIL, detail + ": new pods are created without injection (failurePolicy Ignore)")
+    return Check("webhook", OK if ready >= want else WARN, detail)
+
+
+def check_cache(daemonset: dict, ready_nodes: set[str] | None, injected_nodes: dict[str, list[str]]) -> Check:
+    status = daemonset.get("status", {})
+    desired = int(status.get("desiredNumberScheduled") or 0)
+    ready = int(status.get("numberReady") or 0)
+    detail = f"ready on {ready} of {plural(desired, 'node')}"
+    problems = ["the DaemonSet runs on no node"] if desired == 0 else []
+    if ready_nodes is not None:
+        stranded = {node: pods for node, pods in injected_nodes.items() if node and node not in ready_nodes}
+        if stranded:
+            count = sum(len(p) for p in stranded.values())
+            problems.append(f"{plural(count, 'injected pod')} on nodes without a ready cache "
+                            f"({', '.join(sorted(stranded))}): their DNS fails")
+    return Check("cache", FAIL if problems or ready < desired else OK, "; ".join([detail, *problems]))
+
+
+@dataclass
+class StatusReport:
+    checks: list[Check] = field(default_factory=list)
+    namespaces: list[dict[str, Any]] = field(default_factory=list)
+    gaps: kube.Gaps = field(default_factory=kube.Gaps)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if any(c.state == FAIL for c in self.checks):
+            return kube.EXIT_FINDINGS
+        return kube.EXIT_PARTIAL if self.gaps else kube.EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"healthy": self.exit_code == kube.EXIT_OK, "partial": bool(self.gaps), "gaps": list(self.gaps.items),
+                "checks": [c.as_dict() for c in self.checks], "namespaces": self.namespaces, "notes": self.notes}
+
+
+def gather(cluster: kube.Cluster, args: argparse.Namespace, now: dt.datetime) -> StatusReport:
+    report = StatusReport()
+
+    def read(kind: str, name: str, namespace: str | None, check: str) -> dict | None:
+        try:
+            return cluster.get(kind, name, namespace)
+        except kube.NotFound:
+            report.checks.append(Check(check, FAIL, f"{kube.describe(kind, name, namespace)} is not installed"))
+        except kube.Forbidden as exc:
+            report.checks.append(Check(check, UNKNOWN, str(exc)))
+            report.gaps.add(str(exc))
+        return None
+
+    bundle, leaf = b"", None
+    mwc = read("MutatingWebhookConfiguration", kube.WEBHOOK_NAME, None, "webhook configuration")
+    if mwc is not None:
+        check, bundle = check_configuration(mwc)
+        report.checks.append(check)
+    secret = read("Secret", kube.TLS_SECRET, kube.INSTALL_NAMESPACE, "certificate")
+    if secret is not None and bundle:
+        cert_pem = base64.b64decode((secret.get("data") or {}).get("tls.crt", ""))
+        check, leaf = check_certificate(bundle, cert_pem, now)
+        report.checks.append(check)
+    if bundle:
+        address = args.webhook_address or (f"{service_host()}:443" if os.environ.get("KUBERNETES_SERVICE_HOST") else "")
+        if address:
+            report.checks.append(check_served(address, bundle, leaf, explicit=bool(args.webhook_address)))
+        else:
+            report.checks.append(Check("served certificate", UNKNOWN, "not checked from outside the cluster: run "
+                                       f"`kubectl -n {kube.INSTALL_NAMESPACE} port-forward svc/{kube.WEBHOOK_NAME} "
+                                       "8443:443` and add --webhook-address 127.0.0.1:8443"))
+    deployment = read("Deployment", kube.WEBHOOK_NAME, kube.INSTALL_NAMESPACE, "webhook")
+    if deployment is not None:
+        report.checks.append(check_webhook_replicas(deployment))
+
+    audit = collect(cluster, kube.requested_namespaces(args), load_settings(args))
+    report.gaps.items.extend(g for g in audit.gaps.items if g not in report.gaps.items)
+    report.notes = audit.notes
+    daemonset = read("DaemonSet", kube.CACHE_DAEMONSET, kube.INSTALL_NAMESPACE, "cache")
+    if daemonset is not None:
+        report.checks.append(check_cache(daemonset, _ready_cache_nodes(cluster, daemonset, report.gaps),
+                                         audit.injected_nodes))
+    report.namespaces = audit.as_dict()["namespaces"]
+    waiting = sum(ns["needsRestart"] for ns in report.namespaces)
+    detail = f"{plural(len(report.namespaces), 'namespace')} opted in, " + \
+             f"{sum(ns['injected'] for ns in report.namespaces)} of {plural(sum(ns['pods'] for ns in report.namespaces), 'pod')} injected"
+    if waiting:
+        report.checks.append(Check("namespaces", WARN, f"{detail}; {plural(waiting, 'pod')} created before opting in "
+                                   "need a restart (`python -m webhook audit`)"))
+    else:
+        report.checks.append(Check("namespaces", OK, detail))
+    return report
+
+
+def _ready_cache_nodes(cluster: kube.Cluster, daemonset: dict, gaps: kube.Gaps) -> set[str] | None:
+    """Nodes where a cache pod is Ready, or None when the cache pods cannot be listed."""
+    labels = (daemonset.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+    if not labels:
+        return None
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    try:
+        pods = cluster.list("Pod", kube.INSTALL_NAMESPACE, label_selector=selector)
+    except kube.Forbidden as exc:
+        gaps.add(f"{exc} (cannot tell which nodes have a ready cache)")
+        return None
+    return {
+        p.get("spec", {}).get("nodeName", "") for p in pods
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in p.get("status", {}).get("conditions") or [])
+    }
+
+
+MARKS = {OK: "OK", WARN: "WARN", FAIL: "FAIL", UNKNOWN: "--"}
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = [table(("", "CHECK", "DETAIL"), [(MARKS[c["state"]], c["check"], c["detail"]) for c in data["checks"]])
+             .split("\n", 1)[1]]
+    if data["namespaces"]:
+        rows = [(ns["name"], f"{ns['injected']}/{ns['pods']}", ns["needsRestart"], ns["untouched"])
+                if ns["readable"] else (ns["name"], "?", "?", "? (could not list its pods)")
+                for ns in data["namespaces"]]
+        lines += ["", table(("NAMESPACE", "INJECTED/PODS", "NEED RESTART", "UNTOUCHED"), rows)]
+    lines += [f"note: {note}" for note in data["notes"]]
+    if data["partial"]:
+        lines += ["", "PARTIAL: some objects could not be read:"] + [f"  - {gap}" for gap in data["gaps"]]
+    failed = sum(c["state"] == FAIL for c in data["checks"])
+    warned = sum(c["state"] == WARN for c in data["checks"])
+    verdict = "healthy" if data["healthy"] else ("NOT healthy" if failed else "unknown (partial)")
+    lines += ["", f"localdns is {verdict}: {plural(failed, 'problem')}, {plural(warned, 'warning')}."]
+    return "\n".join(lines)
+
+
+@kube.guarded
+def run(args: argparse.Namespace) -> int:
+    cluster = kube.connect(args.kubeconfig, args.context)
+    report = gather(cluster, args, dt.datetime.now(dt.timezone.utc))
+    emit(report.as_dict(), args.output, render)
+    return report.exit_code
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="check the installation: webhook configuration, certificates, webhook and cache readiness, namespaces",
+        description="One screen on the health of localdns. Exit 0: healthy (warnings allowed); 1: something is wrong; "
+        "2: error (cluster unreachable); 3: some objects could not be read.",
+    )
+    kube.add_common_arguments(parser)
+    add_settings_argument(parser)
+    parser.add_argument("--webhook-address", metavar="HOST:PORT",
+                        help="also check the certificate the webhook serves there (e.g. 127.0.0.1:8443 after "
+                        "`kubectl port-forward`); default: the Service name when run inside the cluster")
+    parser.set_defaults(func=run)
