@@ -33,13 +33,17 @@ async def serve(port: int, plain: bool) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", port))
     loop = asyncio.get_running_loop()
+    listener = None
     if plain:
         await loop.create_datagram_endpoint(_Plain, sock=sock)
     else:
-        batchio.BatchListener(sock, answer).start()
+        listener = batchio.BatchListener(sock, answer)
+        listener.start()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
+    if listener is not None:
+        print(f"batch listener: {listener.stats()}", flush=True)  # in the server's log under --keep
 
 
 def main() -> None:

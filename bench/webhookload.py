@@ -33,7 +33,8 @@ def _load(port: int, ca: Path, seconds: float, connections: int, rate: float | N
 
 SERVERS = {
     "webhook": lambda port, cert, key: [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1",
-                                        "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)],
+                                        "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key),
+                                        "--drain-seconds", "1"],
     "floor": lambda port, cert, key: [sys.executable, "-m", "bench.floor", "--port", str(port),
                                       "--tls-cert", str(cert), "--tls-key", str(key)],
 }

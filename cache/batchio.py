@@ -1,19 +1,22 @@
 """Batched UDP I/O for the hit path: recvmmsg in, sendmmsg out (Linux, through libc with ctypes).
 
-Why: on a cache hit the Python work is well under a microsecond; the kernel's per-datagram syscall (recvfrom,
-sendto, plus an epoll round per packet under an event loop) is what keeps a plain asyncio listener above the C
-caches' CPU per query. `recvmmsg` reads up to `batch_size` datagrams in one syscall and `sendmmsg` writes the hits'
-answers in one more, so the syscall cost is shared by the whole batch.
+Why: a cache hit costs the resolver a few microseconds of Python, and each datagram costs the kernel a recvfrom
+and a sendto besides (plus an epoll round and a callback per packet under an event loop): that is what keeps a
+plain asyncio listener above the C caches' CPU per query. `recvmmsg` reads up to `batch_size` datagrams in one
+syscall and `sendmmsg` writes the batch's answers in one more, so the syscall cost is shared by the whole batch.
 
 How: the listener registers the socket with `loop.add_reader`. When it is readable it drains it in bounded rounds
 (never blocking: MSG_DONTWAIT), calls `handle_datagram(data, addr, send)` for each datagram and, while the batch
 runs, `send` only appends to an outgoing batch flushed with one `sendmmsg`. Answers sent later (misses, answered
 when the upstream replies) go out at once with a plain non-blocking `sendto`. All buffers are allocated once;
-per datagram the loop reads lengths through memoryviews over the headers instead of ctypes attributes, and keeps
-decoded source addresses in a bounded dict keyed by the raw sockaddr bytes.
+per datagram the loop reads lengths through memoryviews over the headers instead of ctypes attributes, keeps
+decoded source addresses in a bounded dict keyed by the raw sockaddr bytes, and (CPython) points the send iovecs
+at the answers' own bytes. When a wakeup finds a single datagram, traffic is light and a ctypes call costs more
+than it saves: the listener then reads with recvfrom and answers with sendto until one wakeup finds a few
+datagrams waiting again.
 
 `available()` says whether this works here (Linux with recvmmsg/sendmmsg in libc, and not switched off with
-LOCALDNS_BATCHIO=off); elsewhere the server uses its plain asyncio listener.
+LOCALDNS_BATCHIO=off); `start_udp()` falls back to a plain asyncio datagram endpoint elsewhere.
 """
 from __future__ import annotations
 
@@ -21,10 +24,12 @@ import asyncio
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import logging
 import os
 import socket
 import sys
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -41,9 +46,11 @@ RECV_SLOT = 4096  # largest query accepted over UDP; a longer datagram is droppe
 SEND_SLOT = 4096  # answers up to this size go through sendmmsg; larger ones (big EDNS answers) use sendto
 NAME_SLOT = 128  # sizeof(struct sockaddr_storage)
 MAX_ROUNDS = 8  # recvmmsg calls per readiness event, so timers and upstream replies get their turn
+QUIET_READS = 4  # one-by-one reads per event while traffic is light; this many in one event means it is not
 ADDRESS_CACHE_MAX = 65536  # distinct client addresses remembered before the cache is emptied
 
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+_NO_BYTES = bytes(4)  # FIONREAD's answer (an int) when no datagram is queued
 
 
 class _IoVec(ctypes.Structure):
@@ -161,10 +168,11 @@ class BatchListener:
         self._tx = _MessageArray(batch_size, SEND_SLOT)
         self._out: list[tuple[bytes, Address]] = []
         self._batching = False
+        self._quiet = False  # light traffic: plain recvfrom/sendto, cheaper than ctypes calls for one datagram
         self._addresses: dict[bytes, Address] = {}  # raw sockaddr -> Python address tuple
         self._raw_addresses: dict[Address, bytes] = {}  # and back, for sendmmsg
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.received = self.sent = self.batches = 0
+        self.received = self.sent = self.batches = self.unbatched = 0
         self.truncated = self.dropped = self.send_errors = self.receive_errors = self.handler_errors = 0
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -179,11 +187,9 @@ class BatchListener:
             self._flush()
 
     def stats(self) -> dict[str, int]:
-        return {
-            "received": self.received, "sent": self.sent, "batches": self.batches, "truncated": self.truncated,
-            "dropped": self.dropped, "send_errors": self.send_errors, "receive_errors": self.receive_errors,
-            "handler_errors": self.handler_errors,
-        }
+        names = ("received", "sent", "batches", "unbatched", "truncated", "dropped", "send_errors", "receive_errors",
+                 "handler_errors")
+        return {name: getattr(self, name) for name in names}
 
     def send(self, data: bytes, addr: Address) -> None:
         """The `send` handed to the resolver: batched inside a receive batch, a direct sendto otherwise."""
@@ -196,11 +202,16 @@ class BatchListener:
 
     # The hot path: one screen, no ctypes attribute access per datagram.
     def _on_readable(self) -> None:
+        if self._quiet:
+            self._read_one_by_one()
+            return
         rx, fd, recvmmsg, handle, send = self._rx, self._fd, self._recvmmsg, self._handle, self.send
         words, data, names, addresses = rx.words, rx.data, rx.names, self._addresses
         count, slot = rx.count, rx.slot
-        for _ in range(MAX_ROUNDS):
+        for round_ in range(MAX_ROUNDS):
             n = recvmmsg(fd, rx.address, count, MSG_DONTWAIT, None)
+            if n <= 1 and round_ == 0:
+                self._quiet = True  # one datagram per wakeup: batching only adds ctypes calls
             if n <= 0:
                 if n < 0 and self._receive_failed(ctypes.get_errno()):
                     continue
@@ -232,6 +243,34 @@ class BatchListener:
             if n < count:
                 return  # drained: skip the recvmmsg that would only say EAGAIN
 
+    def _read_one_by_one(self) -> None:
+        """Light traffic: recvfrom and answer with sendto (C calls, no ctypes); back to batches as soon as one
+        readiness event finds QUIET_READS datagrams waiting."""
+        recvfrom, handle, send, fd = self._sock.recvfrom, self._handle, self.send, self._fd
+        for _ in range(QUIET_READS):
+            try:
+                data, addr = recvfrom(RECV_SLOT + 1)
+            except (BlockingIOError, InterruptedError):  # raising costs more than the FIONREAD below
+                return
+            except OSError as error:  # a queued ICMP error: counted, the next datagram is read
+                self.receive_errors += 1
+                log.debug("recvfrom: %s", error)
+                continue
+            self.received += 1
+            self.unbatched += 1
+            if len(data) > RECV_SLOT:
+                self.truncated += 1
+                continue
+            try:
+                handle(data, addr, send)
+            except Exception:
+                self.handler_errors += 1
+                if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:
+                    log.exception("handling a datagram failed (%d so far)", self.handler_errors)
+            if fcntl.ioctl(fd, termios.FIONREAD, _NO_BYTES) == _NO_BYTES:
+                return  # nothing more queued (an empty datagram would read as 0 too: the next event gets it)
+        self._quiet = False
+
     def _receive_failed(self, err: int) -> bool:
         """Classify a recvmmsg error; True means read again now."""
         if err in _AGAIN:
@@ -246,6 +285,9 @@ class BatchListener:
         """Send the batch's answers with sendmmsg: each iovec points at the answer's own bytes (CPython), or at a
         copy in the slot buffer elsewhere; msg_name points at the raw sockaddr the query came from."""
         out, self._out = self._out, []  # `out` keeps every answer alive until sendmmsg has read it
+        if len(out) == 1:
+            self._sendto(*out[0])  # one answer: sendto is the cheaper call
+            return
         tx, raw_addresses, offset = self._tx, self._raw_addresses, _BYTES_DATA
         words, pointers, iovs, data, slot = tx.words, tx.pointers, tx.iovs, tx.data, tx.slot
         count = 0

@@ -25,6 +25,7 @@ from .upstream import Group, Upstream
 log = logging.getLogger("cache")
 
 CONFIG_POLL = 2.0  # seconds between checks of the config file (a ConfigMap update swaps a symlink)
+LOOP_PROBE_PAUSES = (1.0, 2.0, 4.0)
 SETUP_ERROR_TYPES = ("interfaceadd", "iptables", "iptables_lock", "configmap")
 
 
@@ -80,6 +81,8 @@ class Daemon:
             await self._stop_http()
             return 2
         self.serving = True
+        if self.network is not None:  # NOTRACK rules once the sockets answer (the netsetup engineer's contract)
+            await asyncio.to_thread(self.network.ensure_rules)
         for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                                 (signal.SIGHUP, lambda: self.reload("SIGHUP"))):
             try:
@@ -125,9 +128,9 @@ class Daemon:
         """Check every upstream once (for /ready), then send the loop probes."""
         upstreams = [u for group in self.resolver.zones.values() for u in group.upstreams]
         await asyncio.gather(*(u.check(self.settings.upstream_timeout) for u in upstreams))
-        if self.network is not None:
-            await asyncio.to_thread(self.network.ensure_rules)
-        await self.resolver.probe_loops()
+        for pause in LOOP_PROBE_PAUSES:  # repeated: a server on the loop may start after us
+            await self.resolver.probe_loops()
+            await asyncio.sleep(pause)
 
     def _on_loop(self, zone: str) -> None:
         log.error("stopping: zone %s forwards back to this cache (a loop would multiply every query)", zone)

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -120,9 +121,16 @@ def run_save(binary: str, args: Sequence[str]) -> str:
         return ""
     try:
         done = subprocess.run([path, *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("backend detection: %s could not run: %s", binary, exc)
         return ""
-    return done.stdout if done.returncode == 0 else ""
+    if done.returncode != 0:
+        # Legacy tables exist but cannot be read: typically CAP_NET_RAW is missing, and the detection may then
+        # pick nft on a legacy node. Say so once, at start.
+        log.warning("backend detection: %s failed (%s); on nodes whose iptables is legacy the cache needs "
+                    "CAP_NET_RAW", binary, done.stderr.strip() or f"exit {done.returncode}")
+        return ""
+    return done.stdout
 
 
 # --- the xtables lock ---------------------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ class Iptables:
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
         except (OSError, subprocess.SubprocessError) as exc:
-            raise IptablesError(f"{' '.join(command)} could not run: {exc}") from exc
+            raise IptablesError(f"{shlex.join(command)} could not run: {exc}") from exc
         if done.returncode == 0:
             return True
         stderr = done.stderr.strip()
@@ -203,5 +211,5 @@ class Iptables:
         if check_only and done.returncode == 1 and ("matching rule" in stderr or "No chain" in stderr or not stderr):
             return False
         if done.returncode == 4 or "xtables lock" in stderr:
-            raise IptablesError(f"{' '.join(command)}: {stderr}", "iptables_lock")
-        raise IptablesError(f"{' '.join(command)} exited {done.returncode}: {stderr or '(no message)'}")
+            raise IptablesError(f"{shlex.join(command)}: {stderr}", "iptables_lock")
+        raise IptablesError(f"{shlex.join(command)} exited {done.returncode}: {stderr or '(no message)'}")

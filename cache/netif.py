@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket
 
 from pyroute2 import IPRoute
@@ -58,7 +59,7 @@ def ensure_interface(name: str, kind: str, addresses: list[IPAddress]) -> None:
                          family=family, flags=IFA_F_NODAD if address.version == 6 else 0)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
-                    raise InterfaceError(f"cannot add {address} to {name}: {exc}", "interfaceadd") from exc
+                    raise InterfaceError(f"cannot add {address} to {name}: {_reason(exc)}", "interfaceadd") from exc
             log.info("added %s/%d to interface %s", address, address.max_prefixlen, name)
 
 
@@ -73,7 +74,7 @@ def remove_interface(name: str) -> bool:
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return False
-            raise InterfaceError(f"cannot delete interface {name}: {exc}", "interfacedel") from exc
+            raise InterfaceError(f"cannot delete interface {name}: {_reason(exc)}", "interfacedel") from exc
         return True
 
 
@@ -96,15 +97,19 @@ def _create(ipr: IPRoute, name: str, kind: str) -> int:
                 return index
         if exc.code in (errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL) or "not supported" in str(exc).lower():
             raise InterfaceError(
-                f"this kernel cannot create an interface of kind {kind!r} ({exc}); pick another kind with "
-                f"--interface-kind (e.g. --interface-kind bridge, which every Linux kernel with bridging has)",
+                f"this kernel cannot create an interface of kind {kind!r} ({_reason(exc)}); pick another kind "
+                f"with --interface-kind (e.g. --interface-kind bridge: an empty bridge holds the addresses alike)",
                 "interfaceadd") from exc
-        raise InterfaceError(f"cannot create interface {name} of kind {kind}: {exc}", "interfaceadd") from exc
+        raise InterfaceError(f"cannot create interface {name} of kind {kind}: {_reason(exc)}", "interfaceadd") from exc
     index = _index(ipr, name)
     if index is None:
         raise InterfaceError(f"interface {name} vanished right after it was created", "interfaceadd")
     log.info("created interface %s (kind %s)", name, kind)
     return index
+
+
+def _reason(exc: NetlinkError) -> str:
+    return os.strerror(exc.code) if exc.code else str(exc)
 
 
 def _index(ipr: IPRoute, name: str) -> int | None:

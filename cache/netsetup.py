@@ -124,6 +124,8 @@ class NodeNetwork:
         try:
             iptables = self.iptables
             with self._lock_for(iptables):
+                for family in sorted({rule.family for rule in self.rules}):
+                    _require_binary(iptables, family)
                 for rule in self.rules:
                     try:
                         # Delete every copy: a rule inserted twice (an admin, a lost race) must not survive.

@@ -23,6 +23,7 @@ class Entry:
     kind: str
     hits: int = 0
     refreshing: bool = False  # a prefetch for this entry is in flight
+    dead: bool = False  # replaced or evicted: rendered replies that point at it must not be used
 
 
 @dataclass(slots=True)
@@ -84,13 +85,13 @@ class Store:
         kind, ttl = verdict
         if answer.rcode == SERVFAIL and self.stale(key, now) is not None:
             return None  # keep the stale answer rather than replace it by a failure
-        for name, entries in self.maps.items():
-            if name != kind:
-                entries.pop(key, None)
+        for entries in self.maps.values():
+            old = entries.pop(key, None)
+            if old is not None:
+                old.dead = True
         entry = Entry(answer, now, now + ttl, ttl, kind)
         entries = self.maps[kind]
         entries[key] = entry
-        entries.move_to_end(key)
         self._trim(kind)
         return entry
 
@@ -104,7 +105,7 @@ class Store:
         entries = self.maps[kind]
         size = self.limits.success_size if kind == SUCCESS else self.limits.denial_size
         while len(entries) > max(size, 0):
-            entries.popitem(last=False)
+            entries.popitem(last=False)[1].dead = True
             self.evictions[kind] += 1
 
     def sizes(self) -> dict[str, int]:

@@ -23,6 +23,7 @@ HEALTH_QUESTION = b"\x00" + struct.pack("!HH", 2, 1)  # ". IN NS", as CoreDNS's 
 MAX_FAILS = 2  # consecutive failures before an upstream is skipped
 HEALTH_INTERVAL = 0.5
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+CLOSED_RETRIES = 10  # fresh connections (within the deadline) for a query whose connection closed unanswered
 
 
 class UpstreamError(Exception):
@@ -146,10 +147,13 @@ class TcpConnection:
                     future.set_exception(UpstreamError(f"{self.address}: connection closed"))
 
     async def exchange(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
-        for attempt in range(2):  # a reused connection the server has closed meanwhile gets one fresh retry
-            reused = self._writer is not None
+        # A server may close a connection after any answer (dnsmasq's auth mode does after each one); a query
+        # pipelined on it then fails unanswered and is sent again on a fresh connection.
+        deadline = time.monotonic() + timeout
+        for attempt in range(CLOSED_RETRIES + 1):
+            remaining = deadline - time.monotonic()
             try:
-                writer = await asyncio.wait_for(self._connect(), timeout)
+                writer = await asyncio.wait_for(self._connect(), remaining)
             except asyncio.TimeoutError:
                 raise UpstreamError(f"{self.address}: connect timed out") from None
             qid = secrets.randbelow(0x10000)
@@ -160,9 +164,9 @@ class TcpConnection:
             message = wire.build_query(qid, question, do, cd)
             try:
                 writer.write(struct.pack("!H", len(message)) + message)
-                return await asyncio.wait_for(future, timeout)
+                return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
             except UpstreamError:
-                if attempt or not reused:
+                if attempt == CLOSED_RETRIES or time.monotonic() >= deadline:
                     raise
             except (asyncio.TimeoutError, OSError) as error:
                 raise UpstreamError(f"{self.address}: {error or 'timeout'}") from None

@@ -46,7 +46,8 @@ def utcnow() -> dt.datetime:
 
 def service_dns_names(service: str, namespace: str, cluster_domain: str = "cluster.local") -> list[str]:
     """The names a client may use for a Service; the API server uses `svc.ns.svc`."""
-    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.{cluster_domain}"]
+    in_namespace = f"{service}.{namespace}"
+    return [service, in_namespace, f"{in_namespace}.svc", f"{in_namespace}.svc.{cluster_domain}"]
 
 
 def new_ca(

@@ -107,10 +107,13 @@ def observe(kube: Kube, target: Target, replace_invalid: bool = False) -> Snapsh
     webhooks = kube.read_webhooks(target.webhook_configuration)
     ca_secret = kube.read_secret(target.ca_secret_name)
     secret = kube.read_secret(target.secret)
-    external = secret is not None and bool(secret.data) and not secret.managed and not replace_invalid
-    signer = None if external else _load_signer(ca_secret, target, replace_invalid)
     leaf, bundle = _load_serving(secret, target, replace_invalid)
-    observed = Observed(signer, leaf, bundle, tuple(_webhook_bundle(b) for b in webhooks.bundles))
+    # Someone else's certificate (no managed-by label) is never taken over, unless it is garbage and replacing
+    # garbage was asked for (then _load_serving gave None).
+    external = secret is not None and not secret.managed and leaf is not None
+    signer = None if external else _load_signer(ca_secret, target, replace_invalid)
+    observed = Observed(signer, leaf, bundle, tuple(_webhook_bundle(b) for b in webhooks.bundles),
+                        webhooks.synced_at)
     return Snapshot(ca_secret, secret, webhooks, observed, external)
 
 
@@ -149,7 +152,7 @@ def apply(step: Step, snap: Snapshot, kube: Kube, target: Target, policy: Policy
         ca = new_ca(lifetime=policy.ca_lifetime, now=now)
         kube.save_secret(target.ca_secret_name, {"tls.crt": ca.cert_pem(), "tls.key": ca.key_pem()}, snap.ca_secret)
     elif step.action is Action.SYNC_WEBHOOKS:
-        kube.set_ca_bundle(snap.webhooks, bundle_pem(observed.bundle))
+        kube.set_ca_bundle(snap.webhooks, bundle_pem(observed.bundle), now)
     elif step.action is Action.ISSUE_LEAF:
         assert observed.signer is not None
         leaf = new_serving_cert(observed.signer, list(policy.dns_names), lifetime=policy.leaf_lifetime, now=now)

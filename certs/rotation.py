@@ -8,7 +8,8 @@ so a run that stops half way is finished by the next one.
 
 A CA roll, with overlap: NEW_CA (signer = CA2, bundle still CA1) -> TRUST_SIGNER (bundle CA1+CA2) -> SYNC_WEBHOOKS
 -> wait until API servers trust CA2 -> ISSUE_LEAF (signed by CA2) -> wait until the webhook serves it ->
-DROP_OLD_CAS (bundle CA2) -> SYNC_WEBHOOKS. Waits are derived from certificates' issue times, not stored.
+DROP_OLD_CAS (bundle CA2) -> SYNC_WEBHOOKS. Waits are derived from certificates' issue times (and from when
+caBundle was last written, if that was later), so a restarted watcher waits exactly what is left.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class Observed:
     leaf: KeyPair | None  # from the serving Secret; None when missing
     bundle: tuple[x509.Certificate, ...]  # the serving Secret's ca.crt
     webhook_bundles: tuple[tuple[x509.Certificate, ...], ...]  # each webhook's caBundle, in order
+    webhooks_synced_at: dt.datetime | None = None  # when caBundle was last written, if known
 
 
 class Action(str, enum.Enum):
@@ -122,7 +124,10 @@ def next_step(observed: Observed, policy: Policy, now: dt.datetime) -> Step:
     if problem := leaf_problem(leaf, bundle, policy, now):
         return Step(Action.ISSUE_LEAF, f"the serving certificate cannot serve: {problem}")
 
-    trusted_since = issued_at(signer.cert) + policy.propagation
+    # API servers trust the signer once it has been in caBundle for the propagation time. caBundle gets it right
+    # after it is made, unless that write failed for a while: then the time of the last write counts.
+    in_bundle_since = max(issued_at(signer.cert), observed.webhooks_synced_at or issued_at(signer.cert))
+    trusted_since = in_bundle_since + policy.propagation
     if not is_signed_by(leaf.cert, signer.cert):
         if now < trusted_since:
             return Step(Action.WAIT, "waiting for API servers to trust the new CA", trusted_since)

@@ -12,8 +12,8 @@ from certs.rotation import Step
 
 def _cert_line(cert: x509.Certificate, now: dt.datetime) -> str:
     left = cert.not_valid_after_utc - now
-    state = f"expires {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC ({left.days} days left)" if left.total_seconds() > 0 \
-        else f"EXPIRED {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    until = f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    state = f"expires {until} ({left.days} days left)" if left.total_seconds() > 0 else f"EXPIRED {until}"
     return f"CN={common_name_of(cert)} [{fingerprint(cert)}] issued by CN={_issuer_cn(cert)}, {state}"
 
 

@@ -17,11 +17,13 @@ stops:
   UnsupportedMediaType 415, MethodNotAllowed 405).
 - every write bumps one global resourceVersion; create sets metadata.uid, creationTimestamp, resourceVersion and
   (for resources that have it) generation; generation grows when anything but metadata and status changes; the
-  main resource ignores status changes of resources with a /status subresource. Lists are `kind: <Kind>List` with
+  main resource ignores status changes of resources with a /status subresource; a Secret's type is immutable
+  (422). Lists are `kind: <Kind>List` with
   metadata.resourceVersion, items without kind/apiVersion, ordered by namespace and name as etcd returns them.
 Not implemented (answers 400/405 rather than pretending): watch, server-side apply, deletecollection,
 admission/validation of object schemas, finalizers and graceful deletion, namespace termination.
 
+The resource table, selectors and merge rules are in tests/kubeapi_rules.py.
 Test hooks: `forbid(...)`, `conflict_next(...)`, `before_next(...)`, `delay(...)`, `seed(...)`, `get_object(...)`,
 `requests` (every request, in order). Use as a context manager; `client()` and `kubeconfig_path` point at it.
 """
@@ -31,7 +33,6 @@ import base64
 import copy
 import datetime as dt
 import json
-import re
 import tempfile
 import threading
 import uuid
@@ -45,83 +46,17 @@ from urllib.parse import parse_qs, urlsplit
 import jsonpatch
 import yaml
 
-
-@dataclass(frozen=True)
-class ResourceType:
-    group: str  # "" for core
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool
-    has_status: bool = False  # has a /status subresource: the main resource ignores status changes
-    has_generation: bool = False
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-def _types(group: str, version: str, rows: list[tuple]) -> list[ResourceType]:
-    return [ResourceType(group, version, *row) for row in rows]
-
-
-RESOURCE_TYPES: list[ResourceType] = [
-    *_types("", "v1", [
-        ("pods", "Pod", True, True, True), ("services", "Service", True, True), ("secrets", "Secret", True),
-        ("configmaps", "ConfigMap", True), ("serviceaccounts", "ServiceAccount", True), ("events", "Event", True),
-        ("endpoints", "Endpoints", True), ("namespaces", "Namespace", False, True), ("nodes", "Node", False, True),
-    ]),
-    *_types("apps", "v1", [
-        ("deployments", "Deployment", True, True, True), ("replicasets", "ReplicaSet", True, True, True),
-        ("statefulsets", "StatefulSet", True, True, True), ("daemonsets", "DaemonSet", True, True, True),
-        ("controllerrevisions", "ControllerRevision", True),
-    ]),
-    *_types("batch", "v1", [("jobs", "Job", True, True, True), ("cronjobs", "CronJob", True, True, True)]),
-    *_types("admissionregistration.k8s.io", "v1", [
-        ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False, False, True),
-        ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False, False, True),
-    ]),
-    *_types("rbac.authorization.k8s.io", "v1", [
-        ("roles", "Role", True), ("rolebindings", "RoleBinding", True),
-        ("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False),
-    ]),
-    *_types("coordination.k8s.io", "v1", [("leases", "Lease", True)]),
-]
-
-# Field selectors the real server accepts beyond metadata.name and metadata.namespace.
-EXTRA_FIELD_LABELS = {
-    "pods": {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-             "status.phase", "status.podIP", "status.nominatedNodeName"},
-    "secrets": {"type"},
-    "nodes": {"spec.unschedulable"},
-    "events": {"involvedObject.kind", "involvedObject.name", "involvedObject.namespace", "involvedObject.uid",
-               "reason", "type"},
-    "namespaces": {"status.phase"},
-    "replicasets": {"status.replicas"},
-    "jobs": {"status.successful"},
-}
-
-# Patch merge keys of the strategic merge patch for the list fields the project touches; other lists are replaced.
-MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name", "volumes": "name",
-    "env": "name", "volumeMounts": "mountPath", "imagePullSecrets": "name", "webhooks": "name",
-    "conditions": "type", "ownerReferences": "uid", "hostAliases": "ip",
-}
-
-VERBS = ("get", "list", "create", "update", "patch", "delete")
-
-
-class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: dict | None = None) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details
-
-    def status(self) -> dict:
-        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": self.message, "reason": self.reason, "code": self.code}
-        if self.details is not None:
-            body["details"] = self.details
-        return body
+from tests.kubeapi_rules import (  # noqa: F401  (ApiError, ResourceType, RESOURCE_TYPES are part of this API)
+    RESOURCE_TYPES,
+    ApiError,
+    ResourceType,
+    field_value,
+    merge_patch,
+    parse_field_selector,
+    parse_label_selector,
+    strip_type,
+    without,
+)
 
 
 @dataclass
@@ -404,7 +339,7 @@ class FakeKubeAPI:
             new["status"] = copy.deepcopy(old.get("status"))
             if new["status"] is None:
                 new.pop("status")
-        if target.type.has_generation and _without(new, "metadata", "status") != _without(old, "metadata", "status"):
+        if target.type.has_generation and without(new, "metadata", "status") != without(old, "metadata", "status"):
             new["metadata"]["generation"] = old["metadata"].get("generation", 0) + 1
         if dry_run:
             return new
@@ -413,14 +348,14 @@ class FakeKubeAPI:
         return new
 
     def _list(self, target: _Target, query: dict[str, list[str]]) -> dict:
-        labels = _parse_label_selector(query.get("labelSelector", [""])[0])
-        fields = _parse_field_selector(query.get("fieldSelector", [""])[0], target.type.plural)
+        labels = parse_label_selector(query.get("labelSelector", [""])[0])
+        fields = parse_field_selector(query.get("fieldSelector", [""])[0], target.type.plural)
         items = [
-            _strip_type(copy.deepcopy(obj)) for key, obj in sorted(self._store.items())
+            strip_type(copy.deepcopy(obj)) for key, obj in sorted(self._store.items())
             if key[:2] == (target.type.group, target.type.plural)
             and (target.namespace is None or key[2] == target.namespace)
             and all(test(obj.get("metadata", {}).get("labels") or {}) for test in labels)
-            and all((_field_value(obj, path) == value) == equal for path, value, equal in fields)
+            and all((field_value(obj, path) == value) == equal for path, value, equal in fields)
         ]
         start = int(base64.urlsafe_b64decode(query["continue"][0]).decode()) if query.get("continue") else 0
         limit = int(query.get("limit", ["0"])[0] or 0)
@@ -447,13 +382,14 @@ class FakeKubeAPI:
         elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
             if not isinstance(patch, dict):
                 raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
-            new = _merge(current, patch, strategic=content_type.startswith("application/strategic"))
+            new = merge_patch(current, patch, strategic=content_type.startswith("application/strategic"))
         else:
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
                            f"accepted media types include: application/json-patch+json, "
                            f"application/merge-patch+json, application/strategic-merge-patch+json")
         if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
-            raise ApiError(422, "Invalid", "the patch removed the object's metadata", self._details(target, target.name))
+            raise ApiError(422, "Invalid", "the patch removed the object's metadata",
+                           self._details(target, target.name))
         return self._write(target, old, new, dry_run)
 
     def _delete(self, target: _Target, options: dict | None, dry_run: bool) -> dict:
@@ -577,102 +513,3 @@ class _QuietServer(ThreadingHTTPServer):
         import sys
         if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that time out just go away
             super().handle_error(request, client_address)
-
-
-# ---- pure helpers ----
-def _without(obj: dict, *keys: str) -> dict:
-    return {k: v for k, v in obj.items() if k not in keys}
-
-
-def _strip_type(obj: dict) -> dict:
-    obj.pop("kind", None)
-    obj.pop("apiVersion", None)
-    return obj
-
-
-def _merge(target: Any, patch: Any, strategic: bool, field_name: str = "") -> Any:
-    """RFC 7386 merge patch; with `strategic`, lists under a known merge key are merged item by item."""
-    if isinstance(patch, list) and strategic and field_name in MERGE_KEYS and isinstance(target, list):
-        key = MERGE_KEYS[field_name]
-        merged = [copy.deepcopy(item) for item in target]
-        for item in patch:
-            if not isinstance(item, dict) or key not in item:
-                return copy.deepcopy(patch)
-            index = next((i for i, old in enumerate(merged) if isinstance(old, dict) and old.get(key) == item[key]),
-                         None)
-            if item.get("$patch") == "delete":
-                if index is not None:
-                    merged.pop(index)
-            elif index is None:
-                merged.append(copy.deepcopy(item))
-            else:
-                merged[index] = _merge(merged[index], item, strategic)
-        return merged
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for name, value in patch.items():
-        if value is None:
-            result.pop(name, None)
-        else:
-            result[name] = _merge(result.get(name), value, strategic, name)
-    return result
-
-
-_REQUIREMENT = re.compile(r"\s*(!?)([\w./-]+)\s*(?:(==|=|!=)\s*([\w.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
-
-
-def _split_selector(selector: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in selector:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    return [p for p in [*parts, current] if p.strip()]
-
-
-def _parse_label_selector(selector: str) -> list[Callable[[dict], bool]]:
-    tests: list[Callable[[dict], bool]] = []
-    for requirement in _split_selector(selector):
-        match = _REQUIREMENT.match(requirement)
-        if not match or (match.group(1) and (match.group(3) or match.group(5))):
-            raise ApiError(400, "BadRequest", f"unable to parse requirement: {requirement.strip()!r}")
-        negate, key, op, value, set_op, values = match.groups()
-        if op:
-            tests.append(lambda labels, k=key, v=value, eq=op != "!=": (labels.get(k) == v) == eq)
-        elif set_op:
-            choices = {c.strip() for c in values.split(",") if c.strip()}
-            tests.append(lambda labels, k=key, c=choices, inside=set_op == "in":
-                         (labels.get(k) in c) if inside else (labels.get(k) not in c))
-        else:
-            tests.append(lambda labels, k=key, absent=bool(negate): (k in labels) != absent)
-    return tests
-
-
-def _parse_field_selector(selector: str, plural: str) -> list[tuple[str, str, bool]]:
-    allowed = {"metadata.name", "metadata.namespace", *EXTRA_FIELD_LABELS.get(plural, ())}
-    requirements = []
-    for requirement in _split_selector(selector):
-        match = re.fullmatch(r"\s*([\w.]+)\s*(==|=|!=)\s*(.*?)\s*", requirement)
-        if not match:
-            raise ApiError(400, "BadRequest", f"invalid selector: {requirement!r}")
-        path, op, value = match.groups()
-        if path not in allowed:
-            raise ApiError(400, "BadRequest", f'field label not supported: {path}')
-        requirements.append((path, value, op != "!="))
-    return requirements
-
-
-def _field_value(obj: dict, path: str) -> str:
-    """A field as the server's field selectors see it: missing fields are the empty string."""
-    value: Any = obj
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return ""
-        value = value[part]
-    if isinstance(value, bool):
-        return str(value).lower()
-    return "" if value is None else str(value)

@@ -212,7 +212,7 @@ def add_settings_argument(parser: argparse.ArgumentParser) -> None:
 @kube.guarded
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    cluster = kube.connect(args.kubeconfig, args.context)
+    cluster = kube.connect_from(args)
     result = collect(cluster, kube.requested_namespaces(args), settings)
     emit(result.as_dict(), args.output, render)
     return result.exit_code

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,8 +33,8 @@ EXIT_FINDINGS = 1  # audit: something needs a restart; rollout: a restart failed
 EXIT_ERROR = 2  # bad usage, cluster unreachable, credentials rejected: no result at all
 EXIT_PARTIAL = 3  # some namespaces or objects could not be read: the result is incomplete
 
-# (connect, read) seconds for one API call; a blackholed API server must not hang a command.
-REQUEST_TIMEOUT = (5.0, 30.0)
+# Seconds for one API call (connect, and each read); a blackholed API server must not hang a command.
+REQUEST_TIMEOUT = 30.0
 
 
 class ClusterError(Exception):
@@ -139,19 +140,24 @@ def _status_message(body: bytes | str | None) -> str:
 
 
 def _short(reason: object) -> str:
+    """The clause of urllib3's nested wrapping that says why, e.g. `[Errno 111] Connection refused`."""
     text = str(reason)
-    # urllib3 wraps the socket error several times; the last clause is the one that says why.
-    if ": " in text and "Failed to establish a new connection" in text:
-        text = text.rsplit(": ", 1)[-1]
-    return text.rstrip(")").rstrip("'").strip() or type(reason).__name__
+    if "timed out" in text.lower():
+        return "timed out waiting for it (a slow API server? see --request-timeout)"
+    for pattern in (r"\[Errno -?\d+\] [^'\")]+", r"\[SSL: [^\]]+\] [^'\"(]+"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0).strip()
+    return text
 
 
 class Cluster:
     """The few REST calls the cluster tools make, answered as plain dicts."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, timeout: float = REQUEST_TIMEOUT) -> None:
         self.api_client = api_client  # a configured kubernetes.client.ApiClient (auth, TLS, proxy)
         self.host = api_client.configuration.host
+        self.timeout = (min(5.0, timeout), timeout)
 
     def request(self, method: str, path: str, what: str, query: dict[str, str] | None = None,
                 body: Any = None, content_type: str | None = None) -> dict:
@@ -161,7 +167,7 @@ class Cluster:
                 method=method, resource_path=path, query_params=list((query or {}).items()),
                 header_params=headers, body=body, auth_settings=["BearerToken"],
             )
-            response = self.api_client.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
+            response = self.api_client.call_api(*params, _request_timeout=self.timeout)
             data = response.read()
         except Exception as exc:  # noqa: BLE001 - every failure becomes one clear message
             raise translate(exc, self.host, what) from None
@@ -170,7 +176,7 @@ class Cluster:
         try:
             return json.loads(data or b"{}")
         except ValueError:
-            raise ClusterError(f"the API server at {self.host} answered {what} with something that is not JSON") from None
+            raise ClusterError(f"the API server at {self.host} did not answer {what} with JSON") from None
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict:
         return self.request("GET", RESOURCES[kind].path(namespace, name), describe(kind, name, namespace))
@@ -200,7 +206,7 @@ class Cluster:
         return self.request("DELETE", RESOURCES[kind].path(namespace, name), describe(kind, name, namespace))
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
+def connect(kubeconfig: str | None = None, context: str | None = None, timeout: float = REQUEST_TIMEOUT) -> Cluster:
     """A client from the kubeconfig (named, $KUBECONFIG or ~/.kube/config), or in-cluster credentials in a pod."""
     from kubernetes import config as k8s_config  # imported here: the first command that talks to a cluster pays
     from kubernetes.client.api_client import ApiClient
@@ -232,7 +238,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluste
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     # One retry at most: an unreachable cluster should be reported in seconds, not after a retry storm.
     configuration.retries = 1
-    return Cluster(ApiClient(configuration))
+    return Cluster(ApiClient(configuration), timeout)
 
 
 @dataclass
@@ -358,6 +364,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="only these namespaces (repeatable or comma-separated; default: every opted-in namespace)",
     )
     parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table", help="output format")
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT, metavar="SECONDS",
+                        help=f"give up on one API call after this long (default: {REQUEST_TIMEOUT:g})")
+
+
+def connect_from(args: argparse.Namespace) -> Cluster:
+    if args.request_timeout <= 0:
+        raise ClusterError("--request-timeout must be positive")
+    return connect(args.kubeconfig, args.context, args.request_timeout)
 
 
 def requested_namespaces(args: argparse.Namespace) -> list[str]:

@@ -53,7 +53,8 @@ def progress(kind: str, obj: dict, generation: int) -> Progress:
 def _deployment_progress(spec: dict, status: dict) -> Progress:
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
-            return Progress(False, "stuck", f"exceeded its progress deadline: {condition.get('message', '')}".rstrip(": "))
+            why = condition.get("message", "")
+            return Progress(False, "stuck", f"exceeded its progress deadline{': ' + why if why else ''}")
     want = int(spec.get("replicas", 1))
     updated = int(status.get("updatedReplicas") or 0)
     total = int(status.get("replicas") or 0)

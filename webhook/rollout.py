@@ -192,11 +192,13 @@ class Runner:
         try:
             pods = self.cluster.list("Pod", owner.namespace)
         except kube.ClusterError as exc:
-            target.state, target.message = READY, f"{state.message} after {target.elapsed:.0f}s (new pods not checked: {exc})"
+            target.state = READY
+            target.message = f"{state.message} after {target.elapsed:.0f}s (new pods not checked: {exc})"
             return
         resolver = kube.OwnerResolver(self.cluster, kube.Gaps())
         left = sorted(p["metadata"]["name"] for p in pods
-                      if classify(p, owner.namespace, self.settings)[0] == NEEDS_RESTART and resolver.owner_of(p) == owner)
+                      if classify(p, owner.namespace, self.settings)[0] == NEEDS_RESTART
+                      and resolver.owner_of(p) == owner)
         if left:
             target.state = FAILED
             target.message = (f"restarted, but {plural(len(left), 'new pod')} still bypass the local cache "
@@ -302,7 +304,8 @@ def render(data: dict[str, Any]) -> str:
     if left:
         lines += ["", "Not restarted:"]
         lines.append(table(("NAMESPACE", "OWNER", "PODS", "WHY"),
-                           [(g["namespace"], f"{g['kind'].lower()}/{g['name']}", len(g["pods"]), g["why"]) for g in left]))
+                           [(g["namespace"], f"{g['kind'].lower()}/{g['name']}", len(g["pods"]), g["why"])
+                            for g in left]))
     if not (restarts or bare or left):
         lines.append("Nothing to restart: every pod that the webhook would change already uses the local DNS cache.")
     if data["partial"]:
@@ -325,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         return kube.EXIT_ERROR
     args.yes = args.yes and not args.dry_run  # any doubt means no change
     settings = load_settings(args)
-    cluster = kube.connect(args.kubeconfig, args.context)
+    cluster = kube.connect_from(args)
     audit = collect(cluster, kube.requested_namespaces(args), settings)
     targets, bare_groups, left = plan(audit)
     bare: list[Any] = list(bare_groups)

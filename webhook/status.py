@@ -107,7 +107,9 @@ def check_certificate(bundle_pem: bytes, cert_pem: bytes, now: dt.datetime) -> t
     left = end - now
     detail = (f"signed by the caBundle's CA, valid for {host} until {end:%Y-%m-%d} ({left.days} days), "
               f"sha256 {fingerprint(leaf)}")
-    return Check(name, WARN if left < RENEW_WARNING else OK, detail + (" - renew soon" if left < RENEW_WARNING else "")), leaf
+    if left < RENEW_WARNING:
+        return Check(name, WARN, detail + " - renew soon"), leaf
+    return Check(name, OK, detail), leaf
 
 
 def check_served(address: str, bundle_pem: bytes, expected: x509.Certificate | None, explicit: bool,
@@ -199,7 +201,10 @@ def gather(cluster: kube.Cluster, args: argparse.Namespace, now: dt.datetime) ->
         report.checks.append(check)
     secret = read("Secret", kube.TLS_SECRET, kube.INSTALL_NAMESPACE, "certificate")
     if secret is not None and bundle:
-        cert_pem = base64.b64decode((secret.get("data") or {}).get("tls.crt", ""))
+        try:
+            cert_pem = base64.b64decode((secret.get("data") or {}).get("tls.crt", ""), validate=True)
+        except ValueError:
+            cert_pem = b""  # reported as an empty certificate
         check, leaf = check_certificate(bundle, cert_pem, now)
         report.checks.append(check)
     if bundle:
@@ -223,8 +228,9 @@ def gather(cluster: kube.Cluster, args: argparse.Namespace, now: dt.datetime) ->
                                          audit.injected_nodes))
     report.namespaces = audit.as_dict()["namespaces"]
     waiting = sum(ns["needsRestart"] for ns in report.namespaces)
-    detail = f"{plural(len(report.namespaces), 'namespace')} opted in, " + \
-             f"{sum(ns['injected'] for ns in report.namespaces)} of {plural(sum(ns['pods'] for ns in report.namespaces), 'pod')} injected"
+    injected = sum(ns["injected"] for ns in report.namespaces)
+    pods = sum(ns["pods"] for ns in report.namespaces)
+    detail = f"{plural(len(report.namespaces), 'namespace')} opted in, {injected} of {plural(pods, 'pod')} injected"
     if waiting:
         report.checks.append(Check("namespaces", WARN, f"{detail}; {plural(waiting, 'pod')} created before opting in "
                                    "need a restart (`python -m webhook audit`)"))
@@ -246,7 +252,8 @@ def _ready_cache_nodes(cluster: kube.Cluster, daemonset: dict, gaps: kube.Gaps) 
         return None
     return {
         p.get("spec", {}).get("nodeName", "") for p in pods
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in p.get("status", {}).get("conditions") or [])
+        if any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in p.get("status", {}).get("conditions") or [])
     }
 
 
@@ -254,8 +261,8 @@ MARKS = {OK: "OK", WARN: "WARN", FAIL: "FAIL", UNKNOWN: "--"}
 
 
 def render(data: dict[str, Any]) -> str:
-    lines = [table(("", "CHECK", "DETAIL"), [(MARKS[c["state"]], c["check"], c["detail"]) for c in data["checks"]])
-             .split("\n", 1)[1]]
+    lines = [table(("", "CHECK", "DETAIL"), [(MARKS[c["state"]], c["check"], c["detail"]) for c in data["checks"]],
+                   show_headers=False)]
     if data["namespaces"]:
         rows = [(ns["name"], f"{ns['injected']}/{ns['pods']}", ns["needsRestart"], ns["untouched"])
                 if ns["readable"] else (ns["name"], "?", "?", "? (could not list its pods)")
@@ -273,7 +280,7 @@ def render(data: dict[str, Any]) -> str:
 
 @kube.guarded
 def run(args: argparse.Namespace) -> int:
-    cluster = kube.connect(args.kubeconfig, args.context)
+    cluster = kube.connect_from(args)
     report = gather(cluster, args, dt.datetime.now(dt.timezone.utc))
     emit(report.as_dict(), args.output, render)
     return report.exit_code

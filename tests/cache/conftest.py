@@ -1,6 +1,8 @@
 """Real parts for the cache tests: dnsmasq on loopback as kube-dns, the cache as its own process (`python -m cache`).
 
 Every process is started here and stopped by its PID; every port is a free one picked by the kernel.
+dnsmasq runs with --keep-in-foreground, not --no-daemon: in --no-daemon (debug) mode it serves TCP connections in
+its main process, so the cache's persistent upstream connection would stall every other query.
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ class Dnsmasq:
         hosts = tmp / f"hosts-{self.port}"
         hosts.write_text("\n".join(HOSTS) + "\n")
         self.args = [
-            self.binary, "--no-daemon", f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+            self.binary, "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
             "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}", "--log-queries", f"--log-facility={self.log}",
             f"--auth-ttl={UPSTREAM_TTL}", f"--local-ttl={UPSTREAM_TTL}", "--pid-file=", "--user=root",
             "--cache-size=0",
@@ -106,7 +108,7 @@ class Dnsmasq:
 
     def queries(self, name: str, qtype: str = "A") -> int:
         """How many queries for name reached dnsmasq (its query log)."""
-        pattern = re.compile(rf"query\[{qtype}\] {re.escape(name)} from", re.IGNORECASE)
+        pattern = re.compile(rf"(?:query|auth)\[{qtype}\] {re.escape(name)} from", re.IGNORECASE)
         return sum(1 for line in self.log.read_text().splitlines() if pattern.search(line))
 
     def stop(self) -> None:
@@ -119,12 +121,12 @@ class Cache:
     """`python -m cache` on 127.0.0.1 at a free port, with health and metrics on free ports."""
 
     def __init__(self, tmp: Path, *args: str, kube_dns: Dnsmasq | None = None, node_dns: Dnsmasq | None = None,
-                 wait: bool = True) -> None:
-        self.port = free_port()
+                 wait: bool = True, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.port = port or free_port()
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.log = tmp / f"cache-{self.port}.log"
-        argv = [sys.executable, "-m", "cache", "--listen", f"127.0.0.1:{self.port}",
+        argv = [sys.executable, "-m", "cache", "--listen", f"{host}:{self.port}",
                 "--health", f"127.0.0.1:{self.health_port}", "--metrics", f"127.0.0.1:{self.metrics_port}",
                 "--resolv-conf", "/dev/null", "--drain", "0", *args]
         if kube_dns is not None:

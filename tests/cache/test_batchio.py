@@ -341,3 +341,30 @@ def test_the_real_cache_answers_a_burst_from_several_clients_each_exactly(kube_d
         assert not sent
     finally:
         cache.stop()
+
+
+def test_light_traffic_is_read_one_by_one_and_a_burst_brings_batches_back(serve):
+    server = serve()
+    sock = client()
+    for n in range(3):  # one at a time, each answered before the next: a quiet client
+        sock.sendto(b"lone%d" % n, server.address)
+        assert receive(sock, 1) == [b"re:lone%d" % n]
+    quiet = stats_of(server)
+    assert quiet["unbatched"] >= 2 and quiet["sent"] == 3  # the first lone datagram switched to plain reads
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # keeps the loop busy so that the burst queues up in the socket
+        holding.set()
+        release.wait(WAIT)
+
+    server.loop.call_soon_threadsafe(hold)
+    assert holding.wait(WAIT)
+    for n in range(100):
+        sock.sendto(b"b%d" % n, server.address)
+    release.set()
+    assert receive(sock, 100) == [b"re:b%d" % n for n in range(100)]
+    after = stats_of(server)
+    assert after["batches"] > quiet["batches"]  # read in batches again
+    assert after["unbatched"] - quiet["unbatched"] <= batchio.QUIET_READS
+    sock.close()

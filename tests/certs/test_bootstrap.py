@@ -4,7 +4,9 @@ from __future__ import annotations
 import base64
 import subprocess
 
-from certs.authority import is_signed_by, new_ca, new_serving_cert
+from cryptography import x509
+
+from certs.authority import dns_names_of, is_signed_by, new_ca, new_serving_cert
 from certs.reconcile import reconcile
 from certs.rotation import Action, Policy
 from tests.certs.cluster import (
@@ -18,6 +20,7 @@ from tests.certs.cluster import (
     secret_data,
     seed_secret,
     seeded_api,
+    webhook_configuration,
     writes,
 )
 from tests.certs.handshake import LoopbackTLSServer
@@ -140,6 +143,8 @@ def test_a_secret_managed_elsewhere_is_only_read_and_its_ca_injected():
         assert ("patch", "mutatingwebhookconfigurations", "localdns-webhook") in writes(api)
         assert not [w for w in writes(api) if w[1] == "secrets"]
         assert ca_bundles(api) == [ca.cert_pem()] * 2
+        assert run_cli(api, "bootstrap", "--replace-invalid").returncode == 0  # valid, so still not taken over
+        assert not [w for w in writes(api) if w[1] == "secrets"]
         shown = run_cli(api, "show")
         assert shown.returncode == 0 and "managed elsewhere" in shown.stdout
 
@@ -171,3 +176,35 @@ def test_an_empty_placeholder_secret_is_filled_keeping_its_type_and_annotations(
         assert secret["type"] == "Opaque" and secret["metadata"]["annotations"] == {"team": "dns"}
         assert secret["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "localdns-certs"}
         assert_serving_works(api)
+
+
+def test_a_ca_bundle_patch_based_on_a_stale_read_is_not_applied():
+    """Another writer changes the configuration between our read and our patch: our patch must not land."""
+    with seeded_api() as api:
+        def someone_edits(server):
+            mwc = server.get_object("mutatingwebhookconfigurations", "localdns-webhook")
+            mwc["metadata"].setdefault("labels", {})["edited"] = "yes"
+            kube_for(server).admission.replace_mutating_webhook_configuration("localdns-webhook", mwc)
+
+        api.before_next("patch", "mutatingwebhookconfigurations", "localdns-webhook", someone_edits)
+        log: list[str] = []
+        assert reconcile(kube_for(api), TARGET, POLICY, log.append).action is Action.NOTHING
+        patches = api.requests_for("patch", "mutatingwebhookconfigurations")
+        assert [p.status for p in patches] == [422, 200]
+        mwc = api.get_object("mutatingwebhookconfigurations", "localdns-webhook")
+        assert mwc["metadata"]["labels"] == {"edited": "yes"}
+        assert "localdns.io/ca-bundle-synced-at" in mwc["metadata"]["annotations"]
+        assert ca_bundles(api) == [secret_data(api)["ca.crt"]] * 2
+
+
+def test_certificate_names_follow_service_namespace_and_cluster_domain():
+    with seeded_api() as api:
+        api.seed({**webhook_configuration(), "metadata": {"name": "other-hook"}})
+        result = run_cli(api, "bootstrap", "--namespace", "dns", "--service", "hook", "--secret", "hook-tls",
+                         "--webhook-configuration", "other-hook", "--cluster-domain", "example.internal")
+        assert result.returncode == 0, result.stderr
+        secret = api.get_object("secrets", "hook-tls", "dns")
+        leaf = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+        assert dns_names_of(leaf) == ["hook", "hook.dns", "hook.dns.svc", "hook.dns.svc.example.internal"]
+        assert api.get_object("secrets", "hook-tls-ca", "dns") is not None
+        assert ca_bundles(api) == [b"", b""]  # the other configuration was not touched

@@ -47,3 +47,13 @@ def test_cli_refuses_a_bad_ip_without_traceback(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "not-an-ip" in result.stderr
     assert not (tmp_path / "tls.key").exists()
+
+
+def test_cli_defaults_to_localhost_and_loopback(tmp_path):
+    from tests.certs.cluster import run_main
+    result = run_main("local", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]

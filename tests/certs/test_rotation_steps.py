@@ -86,3 +86,16 @@ def test_full_roll_waits_for_propagation_between_steps():
                 break
         assert trail == [Action.NEW_CA, Action.TRUST_SIGNER, Action.SYNC_WEBHOOKS, Action.WAIT, Action.ISSUE_LEAF,
                          Action.WAIT, Action.DROP_OLD_CAS, Action.SYNC_WEBHOOKS, Action.NOTHING]
+
+
+def test_a_late_ca_bundle_write_restarts_the_wait():
+    """If caBundle could only be written long after the new CA was made, the wait counts from that write."""
+    old = new_ca(now=T0)
+    leaf = new_serving_cert(old, list(TARGET.dns_names()), now=T0)
+    signer = new_ca(now=T0 + DAY)
+    bundle = (old.cert, signer.cert)
+    written = T0 + 3 * DAY
+    observed = Observed(signer, leaf, bundle, (bundle, bundle), webhooks_synced_at=written)
+    step = next_step(observed, POLICY, written + dt.timedelta(minutes=1))
+    assert step.action is Action.WAIT and step.look_again_at == written + POLICY.propagation
+    assert next_step(observed, POLICY, written + POLICY.propagation).action is Action.ISSUE_LEAF

@@ -108,7 +108,8 @@ def test_settings_file_is_the_webhooks(api, cli, tmp_path):
     # With another cache address the old injection no longer counts as injected: the pods need a restart.
     assert [g["name"] for g in data["needsRestart"]] == ["web"]
     # The same pod, opted out since: left alone, and the table says it still has the old settings.
-    api._store[("", "pods", "shop", "web-7d4b9c8f6d-00000")]["metadata"]["annotations"]["localdns.io/inject"] = "false"
+    w.edit(api, "pods", "shop", "web-7d4b9c8f6d-00000",
+           lambda p: p["metadata"]["annotations"].update({"localdns.io/inject": "false"}))
     data = cli("audit", "-o", "json", "--config", str(config)).json()
     assert [g["pods"] for g in data["needsRestart"]] == [["web-7d4b9c8f6d-00001"]]
     assert "opted out" in data["untouched"][0]["reason"] and "until recreated" in data["untouched"][0]["reason"]

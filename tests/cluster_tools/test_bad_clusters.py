@@ -92,8 +92,8 @@ def test_owner_deleted_while_listing(api, cli):
     w.namespace(api, "shop")
     w.deployment(api, "shop", "web")
     # The ReplicaSet disappears between the pod list and the ReplicaSet list.
-    api.before_next("list", "replicasets", None, lambda server: server._store.pop(
-        ("apps", "replicasets", "shop", "web-7d4b9c8f6d")))
+    api.before_next("list", "replicasets", None, lambda server: w.vanish(server, "replicasets", "shop",
+                                                                          "web-7d4b9c8f6d"))
     data = cli("audit", "-o", "json").json()
     group = data["needsRestart"][0]
     assert group["kind"] == "ReplicaSet" and "no longer exists" in group["note"]
@@ -132,3 +132,12 @@ def test_forbidden_namespace_get_when_named_is_partial_but_still_audited(api, cl
     assert result.code == 3
     assert result.json()["needsRestart"][0]["name"] == "web"
     assert any("assuming it is opted in" in gap for gap in result.json()["gaps"])
+
+
+def test_api_server_that_does_not_answer_in_time(api, cli):
+    w.namespace(api, "shop")
+    api.delay(3)
+    result = cli("audit", "--request-timeout", "0.3")
+    api.delay(0)
+    assert result.code == 2
+    assert result.err.startswith("error: cannot reach the Kubernetes API server") and "timed out" in result.err

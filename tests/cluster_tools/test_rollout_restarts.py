@@ -122,8 +122,7 @@ def test_workload_deleted_mid_run_is_reported_and_the_rest_goes_on(api, cli):
     w.deployment(api, "shop", "a")
     w.deployment(api, "shop", "b")
     # Deleted between the audit and its restart: the GET before the patch answers 404.
-    api.before_next("get", "deployments", "a", lambda server: server._store.pop(
-        ("apps", "deployments", "shop", "a")))
+    api.before_next("get", "deployments", "a", lambda server: w.vanish(server, "deployments", "shop", "a"))
     with w.Controller(api, "Deployment", "shop", "b"):
         result = cli("rollout", "--yes", "--timeout", "20", "-o", "json", *FAST)
     restarts = {r["name"]: r for r in result.json()["restarts"]}
@@ -168,8 +167,8 @@ def test_refuses_when_new_pods_would_not_get_a_working_cache(api, cli):
     w.namespace(api, "shop")
     w.deployment(api, "shop", "web")
     w.pod(api, "shop", "debug")
-    cache = api._store[("apps", "daemonsets", "localdns-system", "localdns-cache")]
-    cache["status"]["numberReady"] = 1  # one of two nodes has no ready cache
+    # One of two nodes has no ready cache.
+    w.edit(api, "daemonsets", "localdns-system", "localdns-cache", lambda ds: ds["status"].update(numberReady=1))
     result = cli("rollout", "--yes", "--delete-bare-pods", *FAST)
     assert result.code == 1
     assert "refusing to restart" in result.err and "ready on 1 of 2 nodes" in result.err

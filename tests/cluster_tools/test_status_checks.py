@@ -119,7 +119,8 @@ def test_served_certificate_checked_like_the_api_server(api, cli):
         assert good.code == 0
         # The Secret was renewed but the webhook still serves the old certificate: verifies, but stale.
         renewed = new_serving_cert(ca, service_dns_names("localdns-webhook", NS))
-        api._store[("", "secrets", NS, "localdns-webhook-tls")]["data"]["tls.crt"] = b64(renewed.cert_pem())
+        w.edit(api, "secrets", NS, "localdns-webhook-tls",
+               lambda secret: secret["data"].update({"tls.crt": b64(renewed.cert_pem())}))
         stale = cli("status", "-o", "json", "--webhook-address", f"127.0.0.1:{server.port}")
         assert checks(stale)["served certificate"]["state"] == "warn"
         assert "not reloaded" in checks(stale)["served certificate"]["detail"]

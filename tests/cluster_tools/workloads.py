@@ -8,6 +8,7 @@ needs a rollout to finish, writing status through the /status subresource as the
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client as k8s
@@ -93,7 +94,8 @@ def statefulset(api: FakeKubeAPI, ns: str, name: str, replicas: int = 2, **spec:
 
 def daemonset(api: FakeKubeAPI, ns: str, name: str, nodes: int = 2, host_network: bool = False,
               **spec: Any) -> dict:
-    ready = {"observedGeneration": 1, "desiredNumberScheduled": nodes, "currentNumberScheduled": nodes, "numberMisscheduled": 0,
+    ready = {"observedGeneration": 1, "desiredNumberScheduled": nodes, "currentNumberScheduled": nodes,
+             "numberMisscheduled": 0,
              "updatedNumberScheduled": nodes, "numberReady": nodes, "numberAvailable": nodes}
     ds = _workload(api, "DaemonSet", ns, name, {"selector": {"matchLabels": {"app": name}},
                                                  "template": template(hostNetwork=host_network), **spec}, ready)
@@ -215,3 +217,21 @@ def localdns(api: FakeKubeAPI, webhook_ready: int = 2, cache_ready: int = 2, nod
               "status": {"observedGeneration": 1, "desiredNumberScheduled": nodes, "currentNumberScheduled": nodes,
                          "numberMisscheduled": 0, "updatedNumberScheduled": nodes, "numberReady": cache_ready,
                          "numberAvailable": cache_ready}})
+
+
+# Another actor changing the store directly. FakeKubeAPI has no public hook for this; these work inside a
+# `before_next` action too (which runs under the server's lock, so it cannot make an HTTP call back to the server).
+def _key(api: FakeKubeAPI, plural: str, ns: str | None, name: str) -> tuple[str, str, str, str]:
+    return (api._type_of_plural(plural).group, plural, ns or "", name)
+
+
+def vanish(api: FakeKubeAPI, plural: str, ns: str | None, name: str) -> None:
+    """The object is deleted by someone else, right now."""
+    with api._lock:
+        del api._store[_key(api, plural, ns, name)]
+
+
+def edit(api: FakeKubeAPI, plural: str, ns: str | None, name: str, change: Callable[[dict], None]) -> None:
+    """Someone else changes the stored object in place (status included)."""
+    with api._lock:
+        change(api._store[_key(api, plural, ns, name)])

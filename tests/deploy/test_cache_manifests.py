@@ -98,7 +98,7 @@ def test_no_wildcard_bind_anywhere(objects) -> None:
     for address in addresses:
         host = address.rsplit(":", 1)[0].strip("[]")
         assert not ipaddress.ip_address(host).is_unspecified, address
-    assert flag_values(args, "--metrics") == [f"{NODE_IP}:9253"]
+    assert flag_values(args, "--metrics") == [f"[{NODE_IP}]:9253"]  # the node's own address, either family
 
 
 def test_listens_and_forwards_as_the_mode_requires(objects) -> None:
@@ -140,6 +140,10 @@ def test_the_cache_accepts_its_rendered_arguments_and_config(objects, tmp_path: 
     assert settings.http_address("health") == (LOCAL_IP, 8080)
     assert settings.http_address("metrics") == (NODE_IP, 9253)
     assert settings.cluster_domain == "cluster.local"
+    # On an IPv6-primary node status.hostIP is IPv6; the same arguments still parse.
+    ipv6_args = [f"--config={config_file}" if a.startswith("--config=") else a
+                 for a in expanded_args(cache_container(objects), {"status.hostIP": "fd00::7"})]
+    assert cache_config_module.load(ipv6_args, environ={})[0].http_address("metrics") == ("fd00::7", 9253)
     # Every key of cache.yaml is one the cache knows (from_file raises on an unknown key) and is not a flag that
     # the DaemonSet also passes (which would silently win over the file).
     file_keys = set(cache_config_module.from_file(str(config_file)))

@@ -4,6 +4,7 @@ follows the value into each place (after the kubelet's $(VAR) expansion), and ch
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -39,6 +40,29 @@ def test_cluster_yaml_holds_each_value_once() -> None:
         text = path.read_text()
         for value in (LOCAL_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, IMAGE, "cluster.local"):
             assert value not in text, f"{path.relative_to(DEFAULT.parent)} repeats {value}"
+
+
+PLACEHOLDERS = {"LOCAL_IP", "KUBE_DNS_IP", "KUBE_DNS_UPSTREAM_IP", "CLUSTER_DOMAIN"}
+
+
+def leftover_placeholders(node, path: str = "") -> list[str]:
+    """Values still holding a placeholder of deploy/base or a component (names of env vars are not values)."""
+    if isinstance(node, dict):
+        hits = [f"{path}.image = localdns" for key, value in node.items() if key == "image" and value == "localdns"]
+        return hits + [hit for key, value in node.items() if key != "name"
+                       for hit in leftover_placeholders(value, f"{path}.{key}")]
+    if isinstance(node, list):
+        return [hit for i, item in enumerate(node) for hit in leftover_placeholders(item, f"{path}[{i}]")]
+    if isinstance(node, str) and (node in PLACEHOLDERS or re.search(r"svc\.CLUSTER_DOMAIN$", node)):
+        return [f"{path} = {node}"]
+    return []
+
+
+@pytest.mark.parametrize("components", [("builtin-certs",), ("cert-manager", *OPTIONAL_COMPONENTS), EVERYTHING])
+def test_no_placeholder_survives_the_render(components) -> None:
+    objects = rendered(components)
+    leftovers = [f"{o['kind']}/{o['metadata']['name']}{hit}" for o in objects for hit in leftover_placeholders(o)]
+    assert not leftovers
 
 
 def test_kube_dns_ip_is_a_one_line_edit() -> None:

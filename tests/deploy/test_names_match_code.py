@@ -167,3 +167,15 @@ def test_certs_bootstrap_needs_no_more_than_the_granted_rbac(default) -> None:
         created = {r.name or (r.body or {}).get("metadata", {}).get("name") for r in api.requests
                    if r.verb == "create"}
         assert created <= {"localdns-webhook-tls", flag_values(args, "--ca-secret")[0]}
+
+
+def test_webhook_and_its_configuration_exclude_the_same_namespaces(default) -> None:
+    """Two layers, one rule: the API server does not call for these namespaces, and the webhook, if called anyway
+    (a hand-edited configuration), still leaves them alone."""
+    from webhook.config import Settings
+    env = plain_env(container(find(default, "Deployment", "localdns-webhook"), "webhook"))
+    excluded = Settings.from_env(env).excluded_namespaces
+    selector = find(default, "MutatingWebhookConfiguration", "localdns-webhook")["webhooks"][0]["namespaceSelector"]
+    [expression] = selector["matchExpressions"]
+    assert set(expression["values"]) == set(excluded)
+    assert find(default, "Namespace", "localdns-system")["metadata"]["name"] in excluded

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from tests.conftest import require_root, require_tool
-from tests.e2e.topology import PYTHON, LOCAL_IP, Topology, build, destroy, tmpdir
+from tests.e2e.topology import LOCAL_IP, LOCAL_IP6, PYTHON, Topology, build, destroy, tmpdir
 
 
 @pytest.fixture(scope="session")
@@ -33,5 +33,5 @@ def clean_node(topo: Topology):
 
 def reset(topo: Topology) -> None:
     topo.node.run(PYTHON, "-m", "cache.netsetup", "teardown", "--force", "--listen", f"{LOCAL_IP}:53",
-                  "--interface-kind", "bridge", check=False)
+                  "--listen", f"[{LOCAL_IP6}]:53", "--interface-kind", "bridge", check=False)
     topo.flush_conntrack()

@@ -114,3 +114,18 @@ def test_an_interface_kind_the_kernel_lacks_names_the_option_to_change(clean_nod
     assert "--interface-kind" in cache.output and f"'{kind}'" in cache.output
     assert topo.node.addresses("nodelocaldns") is None
     assert topo.node.our_rules() == []
+
+
+def test_an_interface_deleted_at_run_time_is_back_at_the_next_sync_and_dns_answers_again(clean_node: Topology):
+    topo = clean_node
+    cache = Cache(topo, "interface-repair")
+    try:
+        cache.wait_serving()
+        cache.wait_rules()
+        topo.node.run("ip", "link", "del", "nodelocaldns")
+        cache.wait_until(lambda: topo.node.addresses("nodelocaldns") == [LOCAL_IP], "the interface's repair")
+        # The sockets stayed bound to the address; with it back, the pod's queries are answered again.
+        cache.wait_serving()
+        assert cache.process.poll() is None
+    finally:
+        cache.terminate()

@@ -8,7 +8,7 @@ import subprocess
 from tests.e2e.topology import LOCAL_IP, RECORDS, Cache, Topology
 
 QUERIES = "".join(f"{name} A\n" for name in RECORDS) + "svc-1.default.svc.cluster.local AAAA\n"
-DURATION_S = 6
+DURATION_S = 10  # long enough that the old instance exits while the load still runs
 RATE_QPS = 300
 
 
@@ -32,8 +32,10 @@ def test_upgrade_under_load_loses_and_fails_no_query(clean_node: Topology):
                               "-Q", str(RATE_QPS), "-c", "8", "-t", "3",
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         new = Cache(topo, "new", "--drain", "2", sync_interval=60)
-        new.wait_until(lambda: _serves(new), "the new instance answering part of the load")
+        new.wait_until(lambda: _serves(topo, new), "the new instance answering")
         assert old.terminate() == 0, old.output
+        # What this test is about: the old instance is gone and the load has not finished (-l bounds it).
+        assert load.poll() is None, "dnsperf ended before the handover; the machine is too slow for DURATION_S"
         output, _ = load.communicate(timeout=DURATION_S + 30)
         print(output)  # shown with `pytest -rP`: the figures behind the assertion
         summary = dnsperf_summary(output)
@@ -57,7 +59,11 @@ def test_upgrade_under_load_loses_and_fails_no_query(clean_node: Topology):
             new.terminate()
 
 
-def _serves(cache: Cache) -> bool:
+def _serves(topo: Topology, cache: Cache) -> bool:
+    """True once `cache` has answered a query. dnsperf's few sockets may all hash to the old instance, so each call
+    also sends one query from a new source port, which SO_REUSEPORT places on either instance."""
+    topo.pod.run("dig", "+short", "+time=1", "+tries=1", f"@{LOCAL_IP}", "svc-1.default.svc.cluster.local",
+                 check=False)
     try:
         return cache.metric("coredns_dns_requests_total") > 0
     except AssertionError:  # its metrics endpoint is not up yet

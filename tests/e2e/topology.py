@@ -1,7 +1,8 @@
 """A node, a pod and kube-dns as three network namespaces, wired as a Kubernetes node wires them.
 
-    pod ns (eth0 10.78.0.2) --veth-- node ns (10.78.0.1 | 10.77.0.1) --veth-- kube-dns ns (10.77.0.2, 10.77.0.3)
-                                       cache on 169.254.20.10 (interface `nodelocaldns`, kind bridge)
+    pod ns (eth0 10.78.0.2, fd00:78::2) --veth-- node ns (10.78.0.1, fd00:78::1 | 10.77.0.1) --veth-- kube-dns ns
+                                                   cache on 169.254.20.10 [+ fd00:ec::10]      (10.77.0.2, 10.77.0.3)
+                                                   (interface `nodelocaldns`, kind bridge)
 
 dnsmasq in the kube-dns namespace plays CoreDNS: records under cluster.local on 10.77.0.2 (the kube-dns
 "ClusterIP" the cache forwards to over TCP), and an external-looking zone example.org that the node's upstream
@@ -30,6 +31,9 @@ NODE_UPSTREAM_IP = "10.77.0.3"
 NODE_TO_KUBE_DNS = "10.77.0.1"
 NODE_TO_POD = "10.78.0.1"
 POD_IP = "10.78.0.2"
+LOCAL_IP6 = "fd00:ec::10"  # a second listen address, to prove the IPv6 path (interface /128, ip6tables)
+NODE_TO_POD6 = "fd00:78::1"
+POD_IP6 = "fd00:78::2"
 
 RECORDS = {
     "svc-1.default.svc.cluster.local": "10.96.1.1",
@@ -129,6 +133,14 @@ def destroy(topo: Topology) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def remove_our_rules(topo: Topology, family: int = 4) -> None:
+    saved = topo.node.iptables_save(family)
+    kept = "\n".join(line for line in saved.splitlines() if "localdns" not in line) + "\n"
+    restore = "iptables-nft-restore" if family == 4 else "ip6tables-nft-restore"
+    subprocess.run(topo.node.command(restore), input=kept, text=True, check=True)
+    assert topo.node.our_rules(family) == []
+
+
 def _wire(topo: Topology) -> None:
     s = topo.suffix
     node, kdns, pod = topo.node, topo.kube_dns, topo.pod
@@ -144,10 +156,14 @@ def _wire(topo: Topology) -> None:
     for ns, dev in ((node, f"nk{s}"), (node, f"np{s}"), (kdns, f"kn{s}"), (pod, "eth0")):
         ns.run("ip", "link", "set", dev, "up")
     pod.run("ip", "route", "add", "default", "via", NODE_TO_POD)
+    node.run("ip", "addr", "add", f"{NODE_TO_POD6}/64", "dev", f"np{s}", "nodad")
+    pod.run("ip", "addr", "add", f"{POD_IP6}/64", "dev", "eth0", "nodad")
+    pod.run("ip", "-6", "route", "add", "default", "via", NODE_TO_POD6)
     kdns.run("ip", "route", "add", "default", "via", NODE_TO_KUBE_DNS)
     for ns in (node, kdns):
         # A firewall rule that needs conntrack, like kube-proxy's; it makes the kernel track this namespace.
-        ns.run("iptables-nft", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+        for tool in ("iptables-nft", "ip6tables-nft"):
+            ns.run(tool, "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
 
 
 def _start_dnsmasq(topo: Topology) -> None:
@@ -157,7 +173,9 @@ def _start_dnsmasq(topo: Topology) -> None:
             "--local=/cluster.local/", "--local=/example.org/", "--cache-size=0", "--local-ttl=30", "--user=root",
             "--pid-file=", "--log-queries", f"--log-facility={topo.dnsmasq_log}"]
     args += [f"--host-record={name},{ip}" for name, ip in RECORDS.items()]
-    topo.dnsmasq = topo.kube_dns.popen(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr_path = topo.workdir / "dnsmasq.stderr"
+    with open(stderr_path, "w") as stderr:  # a file, not a pipe nobody reads: dnsmasq must never block on it
+        topo.dnsmasq = topo.kube_dns.popen(*args, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 10
     while True:
         probe = topo.kube_dns.run("dig", "+short", "+time=1", "+tries=1", f"@{KUBE_DNS_IP}",
@@ -165,7 +183,7 @@ def _start_dnsmasq(topo: Topology) -> None:
         if probe.stdout.strip() == RECORDS["svc-1.default.svc.cluster.local"]:
             return
         if topo.dnsmasq.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"dnsmasq did not start: {topo.dnsmasq.stderr.read().decode() if topo.dnsmasq.poll() is not None else 'no answer'}")
+            raise AssertionError(f"dnsmasq did not answer: {stderr_path.read_text() or 'no message'}")
         time.sleep(0.1)
 
 

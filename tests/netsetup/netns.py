@@ -27,7 +27,11 @@ class Netns:
         self.name = unique(prefix + "-")
         self.lockfile = Path(tempfile.gettempdir()) / f"xtables-{self.name}.lock"
         subprocess.run(["ip", "netns", "add", self.name], check=True)
-        self.run("ip", "link", "set", "lo", "up")
+        try:
+            self.run("ip", "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ, XTABLES_LOCKFILE=str(self.lockfile), PYTHONPATH=str(REPO))

@@ -11,16 +11,20 @@ from tests.conftest import require_root
 from tests.netsetup.netns import PYTHON, Netns
 from tests.netsetup.node import run_node_network
 
-# Lines as the kernel prints them (one UDP socket on 169.254.20.10:53, one TCP listener on [fd00::10]:53).
+# Lines as the kernel prints them (one UDP socket on 169.254.20.10:53, one TCP listener on [fd00::10]:53 and an
+# established connection that must not count), trailing columns cut.
 PROC_UDP = """\
-   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-  123: 0A14FEA9:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 0
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer
+  123: 0A14FEA9:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000
 """
-PROC_TCP6 = """\
-  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 000000FD000000000000000010000000:0035 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0
-   1: 000000FD000000000000000010000000:0035 000000FD000000000000000011000000:A000 01 00000000:00000000 00:00000000 00000000     0        0 778 1 0000000000000000 100 0 0 10 0
-"""
+PROC_TCP6 = (
+    "  sl  local_address                         remote_address                        st tx_queue rx_queue tr "
+    "tm->when retrnsmt   uid  timeout inode\n"
+    "   0: 000000FD000000000000000010000000:0035 00000000000000000000000000000000:0000 0A 00000000:00000000 "
+    "00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0\n"
+    "   1: 000000FD000000000000000010000000:0035 000000FD000000000000000011000000:A000 01 00000000:00000000 "
+    "00:00000000 00000000     0        0 778 1 0000000000000000 100 0 0 10 0\n"
+)
 
 
 def test_proc_net_tables_decode_to_addresses_ports_and_inodes():

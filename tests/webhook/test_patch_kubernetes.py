@@ -40,9 +40,9 @@ def kubectl_json_patch(kubectl: str, obj: dict, patch: list, workdir) -> dict:
     namespace="shop", settings=Settings(fallback_nameserver="10.96.0.10"))
 def test_generated_patches_apply_with_the_api_servers_json_patch(tmp_path, pod, namespace, settings):
     kubectl = require_tool("kubectl")
-    pod.setdefault("metadata", {})
-    if not isinstance(pod["metadata"], dict) or not pod["metadata"].get("name"):
-        pod["metadata"] = {**(pod["metadata"] or {}), "name": "web-1"}  # kubectl needs a name to print it
+    # kubectl needs a name, and leaves out an empty namespace when it prints: keep what the patch touches
+    annotations = (pod.get("metadata") or {}).get("annotations")
+    pod["metadata"] = {"name": "web-1", **({"annotations": annotations} if annotations is not None else {})}
     decision = decide(pod, namespace, settings)
     assume(decision.outcome is Outcome.INJECT)
     patch = patch_for(pod, decision)

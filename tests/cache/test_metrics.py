@@ -1,0 +1,35 @@
+"""Metrics after a known sequence of queries, under the CoreDNS names NodeLocal DNS dashboards use."""
+from __future__ import annotations
+
+import dns.message
+
+from tests.cache.conftest import Cache, raw_udp
+
+
+def test_metric_values_after_a_known_sequence(tmp_path, kube_dns):
+    cache = Cache(tmp_path, kube_dns=kube_dns)
+    try:
+        cache.udp(dns.message.make_query("web.default.svc.cluster.local", "A"))  # miss
+        cache.udp(dns.message.make_query("WEB.default.svc.cluster.local", "A"))  # hit (case does not matter)
+        cache.udp(dns.message.make_query("web.default.svc.cluster.local", "A"))  # hit
+        cache.udp(dns.message.make_query("missing.default.svc.cluster.local", "A"))  # miss, NXDOMAIN
+        cache.udp(dns.message.make_query("missing.default.svc.cluster.local", "A"))  # denial hit
+        cache.tcp(dns.message.make_query("web.default.svc.cluster.local", "AAAA"))  # miss over TCP
+        assert raw_udp(cache.port, b"\x12\x34\x01\x00\x00\x02" + b"\x00" * 6) is not None  # FORMERR
+        m = cache.metrics()
+        assert m['coredns_dns_requests_total{family="1",proto="udp",type="A"}'] == 5
+        assert m['coredns_dns_requests_total{family="1",proto="tcp",type="AAAA"}'] == 1
+        assert m['coredns_dns_responses_total{rcode="NOERROR"}'] == 4
+        assert m['coredns_dns_responses_total{rcode="NXDOMAIN"}'] == 2
+        assert m['coredns_dns_responses_total{rcode="FORMERR"}'] == 1
+        assert m['coredns_cache_hits_total{type="success"}'] == 2
+        assert m['coredns_cache_hits_total{type="denial"}'] == 1
+        assert m["coredns_cache_misses_total"] == 3
+        assert m['coredns_cache_entries{type="success"}'] == 2
+        assert m['coredns_cache_entries{type="denial"}'] == 1
+        to = f'to="tcp://127.0.0.1:{kube_dns.port}"'
+        # 3 misses, plus the start-up health check and loop probe of each of the 3 kube-dns zones
+        assert m[f"coredns_forward_requests_total{{{to}}}"] == 3 + 3 * 2
+        assert m[f'coredns_forward_request_duration_seconds_count{{rcode="NOERROR",{to}}}'] == 2
+    finally:
+        cache.stop()

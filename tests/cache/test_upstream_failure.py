@@ -1,0 +1,55 @@
+"""An upstream that is down or silent gives SERVFAIL within --upstream-timeout, never a hang; cached names are
+answered stale (RFC 8767) while it is down."""
+from __future__ import annotations
+
+import socket
+import time
+
+import dns.message
+import dns.rcode
+
+from tests.cache.conftest import Cache, Dnsmasq, free_port
+
+
+def test_refused_and_silent_upstreams_give_servfail(tmp_path):
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # receives, never answers
+    silent.bind(("127.0.0.1", 0))
+    down = free_port()  # nothing listens: TCP connections are refused
+    cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{down}", "--upstream-timeout", "1",
+                  "--forward", f"silent.test=udp://127.0.0.1:{silent.getsockname()[1]}", wait=False)
+    try:
+        deadline = time.monotonic() + 15
+        while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cache.http("/ready")[0] == 503  # no upstream has answered
+        for name in ("web.default.svc.cluster.local", "a.silent.test"):
+            response = cache.udp(dns.message.make_query(name, "A"), timeout=10)
+            assert response.rcode() == dns.rcode.SERVFAIL
+        assert cache.proc.poll() is None
+    finally:
+        cache.stop()
+        silent.close()
+
+
+def test_stale_answers_while_the_upstream_is_down(tmp_path):
+    upstream = Dnsmasq(tmp_path, auth=False).start()
+    cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{free_port()}", "--success-ttl", "1", "--prefetch", "0",
+                  "--upstream-timeout", "1", "--forward", f"example.org=udp://127.0.0.1:{upstream.port}", wait=False)
+    try:
+        deadline = time.monotonic() + 15
+        while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        query = dns.message.make_query("stale.example.org", "A")
+        assert cache.udp(query).answer[0][0].to_text() == "192.0.2.12"
+        upstream.stop()
+        time.sleep(1.2)  # the entry has expired
+        stale = cache.udp(query, timeout=10)
+        assert stale.rcode() == dns.rcode.NOERROR
+        assert stale.answer[0][0].to_text() == "192.0.2.12"
+        assert stale.answer[0].ttl == 30  # RFC 8767's stale TTL
+        never_cached = cache.udp(dns.message.make_query("www.example.org", "A"), timeout=10)
+        assert never_cached.rcode() == dns.rcode.SERVFAIL
+        assert cache.metrics()["coredns_cache_served_stale_total"] >= 1
+    finally:
+        cache.stop()
+        upstream.stop()
