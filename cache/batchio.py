@@ -145,6 +145,11 @@ class _MessageArray:
         self.iovs = memoryview(self._iovecs).cast("B").cast("N")  # base, len, base, len, ...
         self.data = memoryview(self._data).cast("B")
         self.names = memoryview(self._names).cast("B")
+        self.name_words = self.names.cast("Q")  # an IPv4 sockaddr's family, port and address in one int
+        # Where slot i's fields are in those views, computed once instead of per datagram.
+        self.rx_slots = [(i * _STRIDE + _LEN, i * _STRIDE + _NAMELEN, i * NAME_SLOT, i * NAME_SLOT // 8, i * slot)
+                         for i in range(count)]
+        self.tx_slots = [(2 * i, 2 * i + 1, i * _STRIDE_PTRS, i * _STRIDE + _NAMELEN, i * slot) for i in range(count)]
 
 
 class BatchListener:
@@ -169,7 +174,7 @@ class BatchListener:
         self._out: list[tuple[bytes, Address]] = []
         self._batching = False
         self._quiet = False  # light traffic: plain recvfrom/sendto, cheaper than ctypes calls for one datagram
-        self._addresses: dict[bytes, Address] = {}  # raw sockaddr -> Python address tuple
+        self._addresses: dict[int | bytes, Address] = {}  # IPv4 sockaddr as an int, else raw bytes -> tuple
         self._raw_addresses: dict[Address, bytes] = {}  # and back, for sendmmsg
         self._loop: asyncio.AbstractEventLoop | None = None
         self.received = self.sent = self.batches = self.unbatched = 0
@@ -192,22 +197,23 @@ class BatchListener:
         return {name: getattr(self, name) for name in names}
 
     def send(self, data: bytes, addr: Address) -> None:
-        """The `send` handed to the resolver: batched inside a receive batch, a direct sendto otherwise."""
+        """The `send` handed to the resolver: batched inside a receive batch, a direct sendto otherwise.
+
+        The batch is flushed after each datagram once it holds a batch's worth of answers, and `_flush` sends any
+        number in chunks, so it stays bounded."""
         if self._batching:
             self._out.append((data, addr))
-            if len(self._out) >= self._tx.count:
-                self._flush()
-            return
-        self._sendto(data, addr)
+        else:
+            self._sendto(data, addr)
 
     # The hot path: one screen, no ctypes attribute access per datagram.
     def _on_readable(self) -> None:
         if self._quiet:
             self._read_one_by_one()
             return
-        rx, fd, recvmmsg, handle, send = self._rx, self._fd, self._recvmmsg, self._handle, self.send
-        words, data, names, addresses = rx.words, rx.data, rx.names, self._addresses
-        count, slot = rx.count, rx.slot
+        rx, fd, recvmmsg, handle, send, out = self._rx, self._fd, self._recvmmsg, self._handle, self.send, self._out
+        words, data, names, name_words, addresses = rx.words, rx.data, rx.names, rx.name_words, self._addresses
+        count, slot, slots = rx.count, rx.slot, rx.rx_slots
         for round_ in range(MAX_ROUNDS):
             n = recvmmsg(fd, rx.address, count, MSG_DONTWAIT, None)
             if n <= 1 and round_ == 0:
@@ -220,26 +226,32 @@ class BatchListener:
             self.received += n
             self._batching = True
             try:
-                for i in range(n):
-                    w = i * _STRIDE
-                    size = words[w + _LEN]
+                for at_len, at_namelen, name_at, name_word, data_at in slots[:n]:
+                    size = words[at_len]
                     if size >= slot:  # MSG_TRUNC: no DNS query is this long
                         self.truncated += 1
                         continue
-                    name_at, data_at = i * NAME_SLOT, i * slot
                     try:
-                        raw = names[name_at:name_at + words[w + _NAMELEN]].tobytes()
-                        words[w + _NAMELEN] = NAME_SLOT  # the kernel wrote the length back; give it the room again
-                        addr = addresses.get(raw) or self._decode_address(raw)
+                        # The kernel writes msg_namelen back: 16 for every IPv4 source, 28 for IPv6, so it never
+                        # needs resetting between calls.
+                        namelen = words[at_namelen]
+                        key = name_words[name_word] if namelen == 16 else names[name_at:name_at + namelen].tobytes()
+                        addr = addresses.get(key)
+                        if addr is None:
+                            addr = self._learn_address(key, names[name_at:name_at + namelen].tobytes())
                         handle(data[data_at:data_at + size].tobytes(), addr, send)
                     except Exception:  # a resolver bug must not take the listener down with it
                         self.handler_errors += 1
                         if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:  # not a log flood
                             log.exception("handling a datagram failed (%d so far)", self.handler_errors)
+                    if len(out) >= count:
+                        self._flush()
+                        out = self._out
             finally:
                 self._batching = False
                 if self._out:
                     self._flush()
+            out = self._out
             if n < count:
                 return  # drained: skip the recvmmsg that would only say EAGAIN
 
@@ -289,21 +301,25 @@ class BatchListener:
             self._sendto(*out[0])  # one answer: sendto is the cheaper call
             return
         tx, raw_addresses, offset = self._tx, self._raw_addresses, _BYTES_DATA
-        words, pointers, iovs, data, slot = tx.words, tx.pointers, tx.iovs, tx.data, tx.slot
+        words, pointers, iovs, data, slot, slots = tx.words, tx.pointers, tx.iovs, tx.data, tx.slot, tx.tx_slots
         count = 0
         for payload, addr in out:
             raw = raw_addresses.get(addr)
-            size = len(payload)
-            if raw is None or payload.__class__ is not bytes or (offset is None and size > slot):
+            if raw is None or payload.__class__ is not bytes or (offset is None and len(payload) > slot):
                 self._sendto(payload, addr)  # an address we never decoded, a bytearray, or too big to copy
                 continue
+            if count == tx.count:  # more answers than slots (a handler that sent several): send these first
+                self._send_batch(count)
+                count = 0
+            at_base, at_len, at_name, at_namelen, data_at = slots[count]
             if offset is None:
-                data[count * slot:count * slot + size] = payload
+                data[data_at:data_at + len(payload)] = payload
+                pointers[at_name] = self._name_at(count, raw)
             else:
-                iovs[2 * count] = id(payload) + offset
-            iovs[2 * count + 1] = size
-            pointers[count * _STRIDE_PTRS] = id(raw) + offset if offset is not None else self._name_at(count, raw)
-            words[count * _STRIDE + _NAMELEN] = len(raw)
+                iovs[at_base] = id(payload) + offset
+                pointers[at_name] = id(raw) + offset
+            iovs[at_len] = len(payload)
+            words[at_namelen] = len(raw)
             count += 1
         self._send_batch(count)
 
@@ -341,12 +357,12 @@ class BatchListener:
             self.send_errors += 1
             log.debug("sendto %s: %s", addr, exc)
 
-    def _decode_address(self, raw: bytes) -> Address:
+    def _learn_address(self, key: int | bytes, raw: bytes) -> Address:
         addr = decode_sockaddr(raw)
         if len(self._addresses) >= ADDRESS_CACHE_MAX:
             self._addresses.clear()
             self._raw_addresses.clear()
-        self._addresses[raw] = addr
+        self._addresses[key] = addr
         self._raw_addresses[addr] = raw
         return addr
 

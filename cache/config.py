@@ -91,7 +91,10 @@ class Settings:
             zone, sep, targets = spec.partition("=")
             if not sep or not targets:
                 raise ConfigError(f"forward {spec!r}: expected ZONE=udp://IP:PORT[,tcp://IP:PORT...]")
-            zones[_zone(zone)] = [_address(t, "forward") for t in targets.split(",") if t.strip()]
+            addresses = [_address(t, "forward") for t in targets.split(",") if t.strip()]
+            if not addresses:
+                raise ConfigError(f"forward {spec!r}: no upstream address")
+            zones[_zone(zone)] = addresses
         if _zone(self.cluster_domain) not in zones:
             raise ConfigError(f"no upstream for {self.cluster_domain}: give --kube-dns IP[:PORT] (or set "
                               f"{KUBE_DNS_ENV}, as Kubernetes does for a kube-dns-upstream Service), or "

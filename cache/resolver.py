@@ -37,6 +37,8 @@ class Options:
 
 
 class Resolver:
+    """Answers queries from the store, forwards misses to the zone's upstream group, and keeps the stats."""
+
     def __init__(self, zones: dict[str, Group], options: Options, stats: Stats | None = None,
                  on_loop: Callable[[str], None] | None = None) -> None:
         self.stats = stats or Stats()
@@ -69,7 +71,7 @@ class Resolver:
     def handle(self, data: bytes, addr, send: Send, proto: str) -> None:
         stats = self.stats
         # Hottest path: this exact query (all but its ID) was answered within the same TTL second, so the reply is
-        # the same bytes after the ID.
+        # the same bytes after the ID. (LRU recency is refreshed by the regular hit below, once per TTL second.)
         now = time.monotonic()
         replay = self.replays.get(data[2:]) if proto == UDP else None
         if replay is not None:

@@ -19,6 +19,16 @@ from certs.show import describe
 log = logging.getLogger("certs")
 
 
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m certs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,19 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--cluster-domain", default="cluster.local", help="cluster DNS domain (%(default)s)")
         cmd.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube)")
         cmd.add_argument("--context", default=None, help="kubeconfig context (default: current)")
-        cmd.add_argument("--timeout", type=float, default=10.0, help="seconds per API call (%(default)s)")
+        cmd.add_argument("--timeout", type=positive, default=10.0, help="seconds per API call (%(default)s)")
         cmd.add_argument("--replace-invalid", action="store_true",
                          help="replace a garbage or expired Secret instead of stopping with an error")
-        cmd.add_argument("--leaf-days", type=float, default=90, help="serving certificate lifetime (%(default)s)")
-        cmd.add_argument("--leaf-renew-days", type=float, default=30,
+        cmd.add_argument("--leaf-days", type=positive, default=90, help="serving certificate lifetime (%(default)s)")
+        cmd.add_argument("--leaf-renew-days", type=positive, default=30,
                          help="renew the serving certificate this many days before expiry (%(default)s)")
-        cmd.add_argument("--ca-days", type=float, default=5 * 365, help="CA lifetime (%(default)s)")
-        cmd.add_argument("--ca-renew-days", type=float, default=180,
+        cmd.add_argument("--ca-days", type=positive, default=5 * 365, help="CA lifetime (%(default)s)")
+        cmd.add_argument("--ca-renew-days", type=positive, default=180,
                          help="roll the CA this many days before expiry (%(default)s)")
         cmd.add_argument("--propagation-seconds", type=float, default=300,
                          help="wait between rotation steps for kubelet and API servers to see them (%(default)s)")
         if name == "watch":
-            cmd.add_argument("--interval", type=float, default=60,
+            cmd.add_argument("--interval", type=positive, default=60,
                              help="seconds between checks, which also repair drift (%(default)s)")
     return parser
 
@@ -77,6 +87,8 @@ def _target_and_policy(args: argparse.Namespace) -> tuple[Target, Policy]:
     days = lambda n: dt.timedelta(days=n)  # noqa: E731
     if args.leaf_renew_days >= args.leaf_days or args.ca_renew_days >= args.ca_days:
         raise CertsError("renew-days must be shorter than the lifetime it renews")
+    if args.propagation_seconds < 0:
+        raise CertsError("--propagation-seconds cannot be negative")
     if args.ca_renew_days <= args.leaf_days:
         raise CertsError("--ca-renew-days must exceed --leaf-days, so a leaf never outlives its CA")
     policy = Policy(target.dns_names(), days(args.leaf_days), days(args.leaf_renew_days), days(args.ca_days),

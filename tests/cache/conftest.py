@@ -6,7 +6,6 @@ its main process, so the cache's persistent upstream connection would stall ever
 """
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -224,4 +223,4 @@ def raw_udp(port: int, payload: bytes, timeout: float = 1.0) -> bytes | None:
             return None
 
 
-__all__ = ["Cache", "Dnsmasq", "free_port", "raw_udp", "stop_process", "os"]
+__all__ = ["Cache", "Dnsmasq", "free_port", "raw_udp", "stop_process"]
