@@ -100,10 +100,12 @@ def guarded(name: str, say, measure) -> dict:
 
 
 def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, misses: int, fill: int, work: Path, say) -> None:
-    """The shared upstream, then each cache in turn, then the listener floor; the upstream stopped in any case."""
+    """The shared upstream; every cache started; hit runs interleaved across them; then the other scenarios one
+    cache at a time; then the listener floor. Every process stopped in any case."""
     names, hosts = servers.write_names(work, misses, fill)
     upstream, upstream_port = servers.start_upstream(work, hosts, work)
     say(f"upstream dnsmasq on 127.0.0.1:{upstream_port} (pid {upstream.pid})")
+    running: list[dnsload.Running] = []
     try:
         for name in wanted:
             cache = CATALOGUE[name]
@@ -111,14 +113,31 @@ def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, misses: int, f
                 results["caches"][name] = {"name": name, "error": f"not installed: {cache.install_hint}"}
                 say(f"{name}: skipped, {cache.install_hint}")
                 continue
-            say(f"{name}:")
-            results["caches"][name] = guarded(name, say, lambda: dnsload.measure(
-                cache, upstream_port, names, plan, work, work, say))
+            started = guarded(name, say, lambda: dnsload.start(cache, upstream_port, work, work))
+            if isinstance(started, dict):
+                results["caches"][name] = started
+            else:
+                running.append(started)
+                say(f"{name} started (pid {started.process.pid}), idle RSS "
+                    f"{started.figures['rss_idle_kib'] / 1024:.1f} MiB")
+        for server in running:
+            guarded(server.cache.name, say, lambda: dnsload.warm(server, names))
+        for round_ in range(plan.hit_repeats):
+            say(f"hit round {round_ + 1} of {plan.hit_repeats}:")
+            for server in running:
+                guarded(server.cache.name, say, lambda: dnsload.hit_run(server, names, plan, say))
+        for server in running:
+            say(f"{server.cache.name}:")
+            results["caches"][server.cache.name] = guarded(server.cache.name, say,
+                                                           lambda: dnsload.rest(server, names, plan, say))
+            server.process.stop()
         say("listener floor (answers from raw bytes, no cache):")
         for echo in (servers.ECHO_BATCH, servers.ECHO_PLAIN):
             results["listener_floor"][echo.name] = guarded(echo.name, say, lambda: dnsload.measure_hits(
                 echo, names, plan, work, work, say))
     finally:
+        for server in running:
+            server.process.stop()
         upstream.stop()
 
 

@@ -158,8 +158,8 @@ class Daemon:
         while True:
             await asyncio.sleep(self.settings.sync_interval)
             try:
-                await asyncio.to_thread(self.network.ensure_interface)
-                await asyncio.to_thread(self.network.ensure_rules)
+                # One call: a failing interface repair must not skip the rule repair of the same round.
+                await asyncio.to_thread(self.network.sync)
             except Exception as error:  # the next sync tries again
                 log.error("node network sync failed: %s", error)
 

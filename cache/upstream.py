@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import wire
-from .metrics import Metrics, Stats
+from .metrics import Metrics, Stats, rcode_name
 
 log = logging.getLogger("cache.upstream")
 
@@ -98,7 +98,8 @@ class TcpConnection:
         self.address, self.stats = address, stats
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
-        self._pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        # qid -> (question, future, the connection it was sent on)
+        self._pending: dict[int, tuple[bytes, asyncio.Future[bytes], asyncio.StreamWriter]] = {}
         self._connecting: asyncio.Lock | None = None
         self._retry_at = 0.0
         self._backoff = BACKOFF_FIRST
@@ -142,8 +143,8 @@ class TcpConnection:
             if self._writer is writer:
                 self._writer = None
             writer.close()
-            for qid, (_, future) in list(self._pending.items()):
-                if not future.done():
+            for _, future, sent_on in list(self._pending.values()):
+                if sent_on is writer and not future.done():
                     future.set_exception(UpstreamError(f"{self.address}: connection closed"))
 
     async def exchange(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
@@ -160,7 +161,7 @@ class TcpConnection:
             while qid in self._pending:
                 qid = secrets.randbelow(0x10000)
             future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            self._pending[qid] = (question, future)
+            self._pending[qid] = (question, future, writer)
             message = wire.build_query(qid, question, do, cd)
             try:
                 writer.write(struct.pack("!H", len(message)) + message)
@@ -213,8 +214,7 @@ class Upstream:
         rcode = int.from_bytes(data[2:4], "big") & wire.RCODE_MASK
         self.stats.forward_responses[(self.name, rcode)] += 1
         if self.metrics is not None:
-            from .metrics import rcode_name
-            self.metrics.forward_duration.labels(self.name, rcode_name(rcode)).observe(time.monotonic() - started)
+            self.metrics.forward_duration.observe((self.name, rcode_name(rcode)), time.monotonic() - started)
         self.fails = 0
         self.ever_answered = True
         return data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dns.message
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cache.conftest import Cache, raw_udp
 
@@ -17,6 +18,11 @@ def test_metric_values_after_a_known_sequence(tmp_path, kube_dns):
         cache.tcp(dns.message.make_query("web.default.svc.cluster.local", "AAAA"))  # miss over TCP
         assert raw_udp(cache.port, b"\x12\x34\x01\x00\x00\x02" + b"\x00" * 6) is not None  # FORMERR
         m = cache.metrics()
+        status, text = cache.http("/metrics", cache.metrics_port)
+        families = {f.name: f for f in text_string_to_metric_families(text)}  # prometheus-client's own parser
+        assert families["coredns_dns_requests"].type == "counter"
+        assert families["coredns_forward_request_duration_seconds"].type == "histogram"
+        assert families["coredns_cache_entries"].type == "gauge"
         assert m['coredns_dns_requests_total{family="1",proto="udp",type="A"}'] == 5
         assert m['coredns_dns_requests_total{family="1",proto="tcp",type="AAAA"}'] == 1
         assert m['coredns_dns_responses_total{rcode="NOERROR"}'] == 4
@@ -31,5 +37,7 @@ def test_metric_values_after_a_known_sequence(tmp_path, kube_dns):
         # 3 misses, plus the start-up health check and loop probe of each of the 3 kube-dns zones
         assert m[f"coredns_forward_requests_total{{{to}}}"] == 3 + 3 * 2
         assert m[f'coredns_forward_request_duration_seconds_count{{rcode="NOERROR",{to}}}'] == 2
+        assert m[f'coredns_forward_request_duration_seconds_bucket{{le="+Inf",rcode="NOERROR",{to}}}'] == 2
+        assert m[f'coredns_forward_request_duration_seconds_sum{{rcode="NOERROR",{to}}}'] > 0
     finally:
         cache.stop()

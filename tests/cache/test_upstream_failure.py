@@ -53,3 +53,19 @@ def test_stale_answers_while_the_upstream_is_down(tmp_path):
     finally:
         cache.stop()
         upstream.stop()
+
+
+def test_a_dead_upstream_in_a_group_is_skipped(tmp_path, kube_dns, node_dns):
+    dead = free_port()  # nothing listens: UDP gets port unreachable
+    cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{kube_dns.port}", "--upstream-timeout", "3",
+                  "--forward", f"example.org=udp://127.0.0.1:{dead},udp://127.0.0.1:{node_dns.port}")
+    try:
+        for index in range(6):
+            response = cache.udp(dns.message.make_query(f"nothing-{index}.example.org", "A"), timeout=10)
+            assert response.rcode() == dns.rcode.NXDOMAIN  # from the live upstream, never SERVFAIL
+        assert cache.udp(dns.message.make_query("www.example.org", "A")).answer
+        m = cache.metrics()
+        assert m[f'coredns_forward_healthcheck_failures_total{{to="udp://127.0.0.1:{dead}"}}'] >= 2
+        assert m[f'coredns_forward_responses_total{{rcode="NXDOMAIN",to="udp://127.0.0.1:{node_dns.port}"}}'] >= 6
+    finally:
+        cache.stop()
