@@ -95,18 +95,22 @@ def markdown(results: dict) -> str:
         "# localdns benchmark", "",
         f"Run {env['date']} on {env['cpu']} ({env['cores']} cores), Linux {env['kernel']}, "
         f"with `{results['command']}`{' (quick smoke run: short loads, not for comparison)' if plan['quick'] else ''}.",
-        "Each server runs alone, pinned to core 0 (`taskset -c 0`); dnsperf, the upstream and the HTTP client run on"
-        " core 1. CPU per query is the server's utime+stime (/proc/PID/stat) over the run divided by the answered"
-        " queries. Absolute figures move with the host; the ratios, from the same run, are what to compare.", "",
+        "Servers run pinned to core 0 (`taskset -c 0`); dnsperf, the upstream and the HTTP client run on core 1."
+        " The cache-hit runs visit the caches in turn, round after round (all started, only the one under load"
+        " busy), so that load from elsewhere on the host falls on all of them alike; the other scenarios run one"
+        " cache at a time. CPU per query is the server's utime+stime (/proc/PID/stat) over the run divided by the"
+        " answered queries. Absolute figures move with the host; the ratios, from the same run, are what to"
+        " compare.", "",
         "## Targets", "", "| target | measured | met |", "|---|---|---|",
     ]
     for target, measured, met in targets(results):
         lines.append(f"| {target} | {measured} | {'yes' if met else 'no' if met is False else '–'} |")
     lines += ["", "## DNS cache", "",
               f"Upstream: dnsmasq {env['versions'].get('dnsmasq', '')} as kube-dns (authoritative for cluster.local, "
-              f"no cache, TTL 30 s). Hit load: {plan['hit_seconds']:g} s × {plan['hit_repeats']} (median run by CPU). "
-              f"Fixed rate: dnsperf -Q {plan['rate_qps']} for {plan['rate_seconds']:g} s, p99 from every query's "
-              f"latency (dnsperf -v; a lost query counts as {results['dnsperf_timeout']:g} s). Miss-heavy: "
+              f"no cache, TTL 30 s). Hit load: {plan['hit_seconds']:g} s × {plan['hit_repeats']} rounds (the "
+              f"median run by CPU is shown). Fixed rate: dnsperf -Q {plan['rate_qps']} for "
+              f"{plan['rate_seconds']:g} s, p99 from every query's latency (dnsperf -v; a lost query counts as "
+              f"{results['dnsperf_timeout']:g} s). Miss-heavy: "
               f"{plan['miss_seconds']:g} s of unique names. Full: then {plan['fill']:,} more positive and "
               f"{plan['fill']:,} NXDOMAIN names (above every size cap: ours 9,984 + 9,984, dnsmasq 10,000).", ""]
     if names:
