@@ -12,8 +12,8 @@ when the upstream replies) go out at once with a plain non-blocking `sendto`. Al
 per datagram the loop reads lengths through memoryviews over the headers instead of ctypes attributes, keeps
 decoded source addresses in a bounded dict keyed by the raw sockaddr bytes, and (CPython) points the send iovecs
 at the answers' own bytes. When a wakeup finds a single datagram, traffic is light and a ctypes call costs more
-than it saves: the listener then reads with recvfrom and answers with sendto until one wakeup finds a few
-datagrams waiting again.
+than it saves: the listener then reads one datagram per wakeup with recvfrom and answers with sendto, and every
+QUIET_PROBE-th wakeup tries recvmmsg again, batching as soon as it finds more than one datagram.
 
 `available()` says whether this works here (Linux with recvmmsg/sendmmsg in libc, and not switched off with
 LOCALDNS_BATCHIO=off); `start_udp()` falls back to a plain asyncio datagram endpoint elsewhere.
@@ -24,12 +24,10 @@ import asyncio
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import logging
 import os
 import socket
 import sys
-import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -46,11 +44,10 @@ RECV_SLOT = 4096  # largest query accepted over UDP; a longer datagram is droppe
 SEND_SLOT = 4096  # answers up to this size go through sendmmsg; larger ones (big EDNS answers) use sendto
 NAME_SLOT = 128  # sizeof(struct sockaddr_storage)
 MAX_ROUNDS = 8  # recvmmsg calls per readiness event, so timers and upstream replies get their turn
-QUIET_READS = 4  # one-by-one reads per event while traffic is light; this many in one event means it is not
+QUIET_PROBE = 32  # while traffic is light, every this many wakeups go through recvmmsg to see if it still is
 ADDRESS_CACHE_MAX = 65536  # distinct client addresses remembered before the cache is emptied
 
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
-_NO_BYTES = bytes(4)  # FIONREAD's answer (an int) when no datagram is queued
 
 
 class _IoVec(ctypes.Structure):
@@ -174,7 +171,7 @@ class BatchListener:
         self._tx = _MessageArray(batch_size, SEND_SLOT)
         self._out: list[tuple[bytes, Address]] = []
         self._batching = False
-        self._quiet = False  # light traffic: plain recvfrom/sendto, cheaper than ctypes calls for one datagram
+        self._quiet = 0  # > 0: light traffic, wakeups left before the next recvmmsg probe (plain recvfrom/sendto)
         self._addresses: dict[int | bytes, Address] = {}  # IPv4 sockaddr as an int, else raw bytes -> tuple
         self._raw_addresses: dict[Address, bytes] = {}  # and back, for sendmmsg
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -210,7 +207,8 @@ class BatchListener:
     # The hot path: one screen, no ctypes field access per datagram.
     def _on_readable(self) -> None:
         if self._quiet:
-            self._read_one_by_one()
+            self._quiet -= 1
+            self._read_one()
             return
         rx, fd, recvmmsg, handle, send, out = self._rx, self._fd, self._recvmmsg, self._handle, self.send, self._out
         words, name_words, addresses = rx.words, rx.name_words, self._addresses
@@ -219,7 +217,7 @@ class BatchListener:
         for round_ in range(MAX_ROUNDS):
             n = recvmmsg(fd, rx.address, count, MSG_DONTWAIT, None)
             if n <= 1 and round_ == 0:
-                self._quiet = True  # one datagram per wakeup: batching only adds ctypes calls
+                self._quiet = QUIET_PROBE  # one datagram per wakeup: batching only adds ctypes calls
             if n <= 0:
                 if n < 0 and self._receive_failed(ctypes.get_errno()):
                     continue
@@ -257,33 +255,28 @@ class BatchListener:
             if n < count:
                 return  # drained: skip the recvmmsg that would only say EAGAIN
 
-    def _read_one_by_one(self) -> None:
-        """Light traffic: recvfrom and answer with sendto (C calls, no ctypes); back to batches as soon as one
-        readiness event finds QUIET_READS datagrams waiting."""
-        recvfrom, handle, send, fd = self._sock.recvfrom, self._handle, self.send, self._fd
-        for _ in range(QUIET_READS):
-            try:
-                data, addr = recvfrom(RECV_SLOT + 1)
-            except (BlockingIOError, InterruptedError):  # raising costs more than the FIONREAD below
-                return
-            except OSError as error:  # a queued ICMP error: counted, the next datagram is read
-                self.receive_errors += 1
-                log.debug("recvfrom: %s", error)
-                continue
-            self.received += 1
-            self.unbatched += 1
-            if len(data) > RECV_SLOT:
-                self.truncated += 1
-                continue
-            try:
-                handle(data, addr, send)
-            except Exception:
-                self.handler_errors += 1
-                if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:
-                    log.exception("handling a datagram failed (%d so far)", self.handler_errors)
-            if fcntl.ioctl(fd, termios.FIONREAD, _NO_BYTES) == _NO_BYTES:
-                return  # nothing more queued (an empty datagram would read as 0 too: the next event gets it)
-        self._quiet = False
+    def _read_one(self) -> None:
+        """Light traffic: one recvfrom and the answer by sendto (C calls, no ctypes, no EAGAIN read: if more is
+        queued the loop wakes us again at once, and the next recvmmsg probe finds it and batching resumes)."""
+        try:
+            data, addr = self._sock.recvfrom(RECV_SLOT + 1)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:  # a queued ICMP error: counted; the next wakeup reads on
+            self.receive_errors += 1
+            log.debug("recvfrom: %s", error)
+            return
+        self.received += 1
+        self.unbatched += 1
+        if len(data) > RECV_SLOT:
+            self.truncated += 1
+            return
+        try:
+            self._handle(data, addr, self.send)
+        except Exception:
+            self.handler_errors += 1
+            if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:
+                log.exception("handling a datagram failed (%d so far)", self.handler_errors)
 
     def _receive_failed(self, err: int) -> bool:
         """Classify a recvmmsg error; True means read again now."""

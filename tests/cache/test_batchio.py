@@ -368,5 +368,5 @@ def test_light_traffic_is_read_one_by_one_and_a_burst_brings_batches_back(serve)
     assert receive(sock, 100) == [b"re:b%d" % n for n in range(100)]
     after = stats_of(server)
     assert after["batches"] > quiet["batches"]  # read in batches again
-    assert after["unbatched"] - quiet["unbatched"] <= batchio.QUIET_READS
+    assert after["unbatched"] - quiet["unbatched"] <= batchio.QUIET_PROBE
     sock.close()
