@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -45,7 +44,11 @@ SEND_SLOT = 4096  # answers up to this size go through sendmmsg; larger ones (bi
 NAME_SLOT = 128  # sizeof(struct sockaddr_storage)
 MAX_ROUNDS = 8  # recvmmsg calls per readiness event, so timers and upstream replies get their turn
 QUIET_PROBE = 32  # while traffic is light, every this many wakeups go through recvmmsg to see if it still is
-ADDRESS_CACHE_MAX = 65536  # distinct client addresses remembered before the cache is emptied
+# Distinct client addresses remembered (then the cache is emptied and refills). A few hundred bytes each: pods'
+# resolvers open a socket per lookup, so in production most addresses are seen once, and a large bound would only
+# hold memory (65536 of them: some 18 MB); a client that keeps its socket (dnsperf, a long-lived resolver) is
+# remembered again at once.
+ADDRESS_CACHE_MAX = 1024
 
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 
@@ -96,7 +99,9 @@ def _load_libc() -> tuple[Any, Any] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The C library the interpreter already runs on (dlopen(NULL)): no ctypes.util.find_library, which runs
+        # ldconfig and imports shutil, tempfile, bz2 and lzma (0.6 MB of RSS) only to name it.
+        libc = ctypes.CDLL(None, use_errno=True)
         recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
     except (OSError, AttributeError):
         return None
@@ -148,6 +153,7 @@ class _MessageArray:
         self.rx_slots = [(i * _STRIDE + _LEN, i * _STRIDE + _NAMELEN, i * NAME_SLOT, i * NAME_SLOT // 8, i * slot)
                          for i in range(count)]
         self.tx_slots = [(2 * i, 2 * i + 1, i * _STRIDE_PTRS, i * _STRIDE + _NAMELEN, i * slot) for i in range(count)]
+        self.named: list[bytes | None] = [None] * count  # sending: the sockaddr each slot's msg_name points at
 
 
 class BatchListener:
@@ -290,16 +296,24 @@ class BatchListener:
 
     def _flush(self) -> None:
         """Send the batch's answers with sendmmsg: each iovec points at the answer's own bytes (CPython), or at a
-        copy in the slot buffer elsewhere; msg_name points at the raw sockaddr the query came from."""
+        copy in the slot buffer elsewhere; msg_name points at the raw sockaddr the query came from.
+
+        A batch's answers mostly go to a few clients, often one (a resolver that keeps its socket): the sockaddr
+        of the previous answer is reused without a lookup, and a slot whose msg_name already points at this
+        client's sockaddr is left as it is (`tx.named` holds what each slot points at, and keeps it alive)."""
         out, self._out = self._out, []  # `out` keeps every answer alive until sendmmsg has read it
         if len(out) == 1:
             self._sendto(*out[0])  # one answer: sendto is the cheaper call
             return
         tx, raw_addresses, offset = self._tx, self._raw_addresses, _BYTES_DATA
-        words, pointers, iovs, data, slot, slots = tx.words, tx.pointers, tx.iovs, tx.data, tx.slot, tx.tx_slots
+        words, pointers, iovs, data, slot, slots, named = (tx.words, tx.pointers, tx.iovs, tx.data, tx.slot,
+                                                           tx.tx_slots, tx.named)
         count = 0
+        last_addr = last_raw = None
         for payload, addr in out:
-            raw = raw_addresses.get(addr)
+            if addr is not last_addr:
+                last_addr, last_raw = addr, raw_addresses.get(addr)
+            raw = last_raw
             if raw is None or payload.__class__ is not bytes or (offset is None and len(payload) > slot):
                 self._sendto(payload, addr)  # an address we never decoded, a bytearray, or too big to copy
                 continue
@@ -309,12 +323,13 @@ class BatchListener:
             at_base, at_len, at_name, at_namelen, data_at = slots[count]
             if offset is None:
                 data[data_at:data_at + len(payload)] = payload
-                pointers[at_name] = self._name_at(count, raw)
             else:
                 iovs[at_base] = id(payload) + offset
-                pointers[at_name] = id(raw) + offset
             iovs[at_len] = len(payload)
-            words[at_namelen] = len(raw)
+            if named[count] is not raw:
+                named[count] = raw
+                pointers[at_name] = self._name_at(count, raw) if offset is None else id(raw) + offset
+                words[at_namelen] = len(raw)
             count += 1
         self._send_batch(count)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -24,7 +24,8 @@ UDP, TCP = "udp", "tcp"
 STALE_TTL = 30  # RFC 8767 section 4: the TTL of a stale answer
 MAX_INFLIGHT = 10000  # distinct upstream exchanges at once; beyond, SERVFAIL at once rather than grow
 MAX_WAITING = 20000  # clients waiting for upstream answers, all keys together; beyond, SERVFAIL at once
-MAX_REPLAYS = 20000  # rendered hit replies kept; each is one query form (name case, EDNS size) of a cached name
+MAX_REPLAYS = 4096  # rendered hit replies kept (about 300 bytes each); each is one query form (name case, EDNS size)
+# of a cached name, and only the ones asked again within a TTL second pay off
 MAX_WAITERS = 256  # clients waiting for the same exchange; beyond, dropped (a flood of one name)
 TYPE_HINFO = 13
 
@@ -64,11 +65,8 @@ class Resolver:
     def ready(self) -> bool:
         return any(group.up for group in self.zones.values())
 
-    def handle_datagram(self, data: bytes, addr, send: Send) -> None:
-        """A UDP query: answered (hit, error) before returning, or later (miss), through `send(reply, addr)`."""
-        self.handle(data, addr, send, UDP)
-
-    def handle(self, data: bytes, addr, send: Send, proto: str) -> None:
+    def handle(self, data: bytes, addr, send: Send, proto: str = UDP) -> None:
+        """A query: answered (hit, error) before returning, or later (miss), through `send(reply, addr)`."""
         stats = self.stats
         # Hottest path: this exact query (all but its ID) was answered within the same TTL second, so the reply is
         # the same bytes after the ID. (LRU recency is refreshed by the regular hit below, once per TTL second.)
@@ -207,6 +205,8 @@ class Resolver:
         except OSError as error:  # a client gone away must not stop the others' answers
             log.debug("sending to %s failed: %s", addr, error)
 
+    handle_datagram = handle  # the listeners' entry point for UDP, without a second Python call per query
+
     # Loop detection, as CoreDNS's loop plugin: ask each zone for a random name; if the query reaches us, the
     # forwarding leads back here.
     def loop_probe_questions(self) -> list[tuple[str, bytes]]:
@@ -215,7 +215,7 @@ class Resolver:
         for wire_zone, group in self.zones.items():
             question = next((q for q, zone in self.loop_probes.items() if zone == group.zone), None)
             if question is None:
-                label = secrets.token_hex(8).encode()
+                label = os.urandom(8).hex().encode()
                 question = bytes((len(label),)) + label + wire_zone + struct.pack("!HH", TYPE_HINFO, 1)
                 self.loop_probes[question] = group.zone
             probes.append((group.zone, question))

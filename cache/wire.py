@@ -6,6 +6,7 @@ the offsets of every TTL field are remembered, so a hit only writes the remainin
 """
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -61,18 +62,59 @@ class Query:
         return self.key[:-5]
 
 
-@dataclass(slots=True)
-class Answer:
-    """An upstream answer without its header's ID, question and OPT: what the cache keeps."""
+ANSWER_HEAD = struct.Struct("!HHHHH")  # flags, ancount, nscount, arcount (OPT removed), number of TTL fields
+_TTL_OFFSETS = [struct.Struct(f"!{count}H") for count in range(33)]  # compiled once for the usual record counts
 
-    flags: int
-    counts: bytes  # ancount, nscount, arcount (OPT removed), packed
-    body: bytes  # the resource records after the question
-    ttl_offsets: tuple[int, ...]  # where each TTL field sits in body
+
+@dataclass(slots=True, eq=False)
+class Answer:
+    """An upstream answer without its header's ID, question and OPT: what the cache keeps.
+
+    A full cache holds some 20,000 of these, so the records live in one bytes object, `packed`: the flags and
+    counts, the offsets of the TTL fields, then the records after the question (see `pack_answer`). One object and
+    one bytes per answer, instead of a bytes, a tuple and an int each besides, is most of what a cache entry costs.
+    """
+
+    packed: bytes
     ttl: int  # seconds this answer may be reused (min TTL; SOA minimum for denials)
     rcode: int
     negative: bool  # NXDOMAIN or NODATA
     has_soa: bool
+
+    @property
+    def flags(self) -> int:
+        return ANSWER_HEAD.unpack_from(self.packed)[0]
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """ancount, nscount, arcount (OPT removed)."""
+        return ANSWER_HEAD.unpack_from(self.packed)[1:4]
+
+    @property
+    def ttl_offsets(self) -> tuple[int, ...]:
+        """Where each TTL field sits in `body`."""
+        return _ttl_offsets(self.packed, ANSWER_HEAD.unpack_from(self.packed)[4])
+
+    @property
+    def body(self) -> bytes:
+        """The resource records after the question."""
+        count = ANSWER_HEAD.unpack_from(self.packed)[4]
+        return self.packed[ANSWER_HEAD.size + 2 * count:]
+
+
+def pack_answer(flags: int, counts: tuple[int, int, int], ttl_offsets: list[int], body: bytes) -> bytes:
+    """`Answer.packed`: flags, counts and the number of TTL fields, their offsets in body (each 16 bits: a DNS
+    message is at most 65535 bytes), then body."""
+    return b"".join((ANSWER_HEAD.pack(flags, *counts, len(ttl_offsets)),
+                     _offsets_layout(len(ttl_offsets)).pack(*ttl_offsets), body))
+
+
+def _offsets_layout(count: int) -> struct.Struct:
+    return _TTL_OFFSETS[count] if count < len(_TTL_OFFSETS) else struct.Struct(f"!{count}H")
+
+
+def _ttl_offsets(packed: bytes, count: int) -> tuple[int, ...]:
+    return _offsets_layout(count).unpack_from(packed, ANSWER_HEAD.size)
 
 
 def _error(data: bytes, rcode: int, reason: str, question: bytes = b"", edns: bool = False) -> BadQuery:
@@ -218,10 +260,7 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
         body = data[qend:offset]
     ttl = soa_ttl if negative else (min_ttl if offsets else 0)
     return Answer(
-        flags=flags,
-        counts=struct.pack("!HHH", ancount, nscount, arcount),
-        body=body,
-        ttl_offsets=tuple(o - qend for o in offsets),
+        packed=pack_answer(flags, (ancount, nscount, arcount), [o - qend for o in offsets], body),
         ttl=max(ttl, 0),
         rcode=rcode,
         negative=negative,
@@ -231,27 +270,26 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
 
 def render(query: Query, answer: Answer, ttl: int, limit: int) -> bytes:
     """The answer for this query: its ID and question as asked, TTLs set to `ttl`, OPT if asked, TC if too big."""
-    body = answer.body
-    if answer.ttl_offsets:
+    packed = answer.packed
+    aflags, an, ns, ar, ttl_fields = ANSWER_HEAD.unpack_from(packed)
+    start = ANSWER_HEAD.size + 2 * ttl_fields
+    body = packed[start:]
+    if ttl_fields:
         buffer = bytearray(body)
-        packed = ttl.to_bytes(4, "big")
-        for at in answer.ttl_offsets:
-            buffer[at:at + 4] = packed
+        ttl_bytes = ttl.to_bytes(4, "big")
+        for at in _ttl_offsets(packed, ttl_fields):
+            buffer[at:at + 4] = ttl_bytes
         body = buffer
     qflags = query.flags
     # A cache is not authoritative; AD only for clients that can see it (RFC 6840 5.8); RD/CD echo the query.
-    flags = QR | RA | (qflags & (RD | CD)) | (answer.flags & RCODE_MASK)
+    flags = QR | RA | (qflags & (RD | CD)) | (aflags & RCODE_MASK)
     if qflags & AD or query.do:
-        flags |= answer.flags & AD
+        flags |= aflags & AD
     opt = opt_record(0, query.do) if query.edns else b""
     size = 12 + len(query.question) + len(body) + len(opt)
     if size > limit:
         return HEADER.pack(query.id, flags | TC, 1, 0, 0, 1 if opt else 0) + query.question + opt
-    head = struct.pack("!HHH", query.id, flags, 1)
-    if opt:
-        an, ns, ar = struct.unpack("!HHH", answer.counts)
-        return head + struct.pack("!HHH", an, ns, ar + 1) + query.question + body + opt
-    return b"".join((head, answer.counts, query.question, body))
+    return b"".join((HEADER.pack(query.id, flags, 1, an, ns, ar + 1 if opt else ar), query.question, body, opt))
 
 
 def error_response(query: Query, rcode: int) -> bytes:
@@ -259,6 +297,11 @@ def error_response(query: Query, rcode: int) -> bytes:
     flags = QR | RA | (query.flags & (RD | CD)) | rcode
     opt = opt_record(0, query.do) if query.edns else b""
     return HEADER.pack(query.id, flags, 1, 0, 0, 1 if opt else 0) + query.question + opt
+
+
+def random_id() -> int:
+    """A fresh DNS message ID from the kernel's random source (RFC 5452: unpredictable IDs defeat spoofing)."""
+    return int.from_bytes(os.urandom(2), "big")
 
 
 def build_query(qid: int, question: bytes, do: bool, cd: bool) -> bytes:

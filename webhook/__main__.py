@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+from webhook import logs
 from webhook.config import DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_BODY_BYTES, ConfigError, Settings
 from webhook.preview import DEFAULT_CLUSTER_DNS
 
@@ -115,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     command = next((arg for previous, arg in zip(["", *argv], argv)
                     if not arg.startswith("-") and previous != "--log-level"), None)
     args = build_parser(include_optional=command not in BUILTIN_SUBCOMMANDS).parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(args.log_level)
+    except ValueError:
+        print(f"localdns-webhook: unknown log level {args.log_level!r}; use DEBUG, INFO, WARNING or ERROR",
+              file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except ConfigError as error:

@@ -8,9 +8,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook import review
+from webhook import logs, review
 from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
-from webhook.metrics import Metrics
+from webhook.metrics import OUTCOMES, Metrics
 from webhook.patch import patch_for
 from webhook.policy import decide
 
@@ -47,13 +47,14 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
     app.state.metrics = metrics
     app.state.draining = False
 
+    # Label children bound once: `labels()` hashes and locks on every call, this path runs per admission.
+    admitted = {outcome: metrics.admissions.labels(outcome) for outcome in OUTCOMES}
+    in_flight, duration, warned = metrics.in_flight, metrics.duration, metrics.warnings
+
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
-        with metrics.in_flight.track_inprogress():
-            return await _mutate(request)
-
-    async def _mutate(request: Request) -> Response:
         started = time.perf_counter()
+        in_flight.inc()
         outcome = "error"
         try:
             try:
@@ -66,12 +67,13 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
                 log.warning("rejected admission request: %s", error)
                 return JSONResponse({"error": str(error)}, status_code=400)
             answer, outcome = answer_review(admission, settings)
-            if answer["response"].get("warnings"):
-                metrics.warnings.inc()
-            return JSONResponse(answer)
+            if "warnings" in answer["response"]:
+                warned.inc()
+            return Response(review.compact_json(answer).encode(), media_type="application/json")
         finally:
-            metrics.admissions.labels(outcome).inc()
-            metrics.duration.observe(time.perf_counter() - started)
+            admitted[outcome].inc()
+            duration.observe(time.perf_counter() - started)
+            in_flight.dec()
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -95,15 +97,22 @@ def answer_review(admission: review.AdmissionRequest, settings: Settings) -> tup
     if not admission.is_pod_create:
         return review.response(admission), "ignored"
     pod = admission.object
-    name = (pod.get("metadata") or {}).get("name") or f"{(pod.get('metadata') or {}).get('generateName', '')}*"
     try:
         decision = decide(pod, admission.namespace, settings)
         patch = patch_for(pod, decision)
     except Exception:  # a bug must not cost the pod its creation: answer allowed, unchanged, and say so
         log.exception("uid=%s pod=%s/%s: internal error, pod left unchanged", admission.uid, admission.namespace,
-                      name)
+                      _pod_name(pod))
         return review.response(admission, warnings=["localdns: internal error, DNS settings left unchanged"]), "error"
-    log.info("uid=%s pod=%s/%s outcome=%s%s: %s", admission.uid, admission.namespace, name, decision.outcome.value,
-             " (dry run)" if admission.dry_run else "", decision.reason)
+    if log.isEnabledFor(logging.INFO):  # the line is built only when someone reads it
+        logs.info_line(log, f"uid={admission.uid} pod={admission.namespace}/{_pod_name(pod)} "
+                            f"outcome={decision.outcome.value}{' (dry run)' if admission.dry_run else ''}: "
+                            f"{decision.reason}")
     warnings = [decision.warning] if decision.warning else None
     return review.response(admission, patch, warnings), decision.outcome.value
+
+
+def _pod_name(pod: dict) -> str:
+    """The pod's name, or `generateName*` for controller-made pods, which have none yet at admission."""
+    metadata = pod.get("metadata") or {}
+    return metadata.get("name") or f"{metadata.get('generateName', '')}*"

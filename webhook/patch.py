@@ -1,7 +1,12 @@
-"""The JSON patch for a decision, computed from the object as sent and the mutated copy.
+"""The JSON patch for a decision, and the pod as the API server stores it after that patch.
 
-A patch that does not apply makes kube-apiserver reject the pod even with failurePolicy Ignore, so it is never
-written by hand: jsonpatch diffs the two documents, and `make_patch` checks that the result applies.
+A patch that does not apply makes kube-apiserver reject the pod even with failurePolicy Ignore. A decision writes
+exactly three places (the `localdns.io/injected` annotation, `spec.dnsPolicy`, `spec.dnsConfig`), so the patch is
+built from the decision as one `add` per place, at the deepest parent that exists in the pod as sent: RFC 6902's
+`add` creates an object member or replaces the one there, so each operation applies whatever the pod held at that
+place (absent, null, or a value). Diffing whole pods with jsonpatch cost ~70% of an admission's CPU for the same
+result. The tests prove it on generated pods: the patch, applied with jsonpatch and with kubectl (the API server's
+own JSON-patch library) to the object as sent, gives exactly `mutated_pod`, which is built independently.
 """
 from __future__ import annotations
 
@@ -9,18 +14,10 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-import jsonpatch
-
 from webhook.policy import INJECTED_ANNOTATION, Decision, Outcome, marker
 
-
-class PatchError(RuntimeError):
-    """The generated patch did not reproduce the mutated object (a bug; the pod is then left unchanged)."""
-
-
-# The only places a decision writes. Everything else in the pod is left as sent, so the patch is computed over
-# just these (diffing and copying a whole pod cost ~80% of an admission's CPU).
-_TOUCHED = (("metadata", "annotations"), ("spec", "dnsPolicy"), ("spec", "dnsConfig"))
+# RFC 6901: "~" and "/" in a member name are escaped as "~0" and "~1".
+_ANNOTATION_POINTER = "/metadata/annotations/" + INJECTED_ANNOTATION.replace("~", "~0").replace("/", "~1")
 
 
 def mutated_pod(pod: Mapping[str, Any], decision: Decision) -> dict:
@@ -40,37 +37,27 @@ def mutated_pod(pod: Mapping[str, Any], decision: Decision) -> dict:
     return result
 
 
-def _touched_view(pod: Mapping[str, Any]) -> dict:
-    """The pod cut down to the paths a decision writes, with the same shape along those paths, so a patch between
-    two views addresses the same places in the whole pods."""
-    view: dict = {}
-    for parent, key in _TOUCHED:
-        if parent not in pod:
-            continue
-        section = pod[parent]
-        if not isinstance(section, dict):
-            view[parent] = section
-            continue
-        part = view.setdefault(parent, {})
-        if key in section:
-            part[key] = section[key]
-    return view
-
-
-def make_patch(original: Mapping[str, Any], mutated: Mapping[str, Any]) -> list[dict]:
-    """RFC 6902 operations turning `original` into `mutated`, verified by applying them to `original`.
-
-    `mutated` must differ from `original` only at the paths in `_TOUCHED` (as `mutated_pod` guarantees): the diff
-    and the check run over those paths alone."""
-    before, after = _touched_view(original), _touched_view(mutated)
-    patch = jsonpatch.make_patch(before, after)
-    if patch.apply(copy.deepcopy(before), in_place=True) != after:
-        raise PatchError("generated JSON patch does not reproduce the mutated pod")
-    return list(patch)
+def _add(path: str, value: Any) -> dict:
+    return {"op": "add", "path": path, "value": value}
 
 
 def patch_for(pod: Mapping[str, Any], decision: Decision) -> list[dict]:
-    """The patch for a decision: empty unless the pod is to be injected."""
-    if decision.outcome is not Outcome.INJECT:
+    """The RFC 6902 operations that turn the pod as sent into `mutated_pod(pod, decision)`: none unless INJECT.
+
+    The operations share `decision.dns_config` (they are serialised, never modified)."""
+    if decision.outcome is not Outcome.INJECT or decision.dns_config is None:
         return []
-    return make_patch(pod, mutated_pod(pod, decision))
+    injected = marker(decision.dns_config)
+    metadata = pod.get("metadata")
+    if not isinstance(metadata, dict):  # absent or null: the whole object
+        operations = [_add("/metadata", {"annotations": {INJECTED_ANNOTATION: injected}})]
+    elif not isinstance(metadata.get("annotations"), dict):
+        operations = [_add("/metadata/annotations", {INJECTED_ANNOTATION: injected})]
+    else:
+        operations = [_add(_ANNOTATION_POINTER, injected)]
+    if not isinstance(pod.get("spec"), dict):
+        operations.append(_add("/spec", {"dnsPolicy": "None", "dnsConfig": decision.dns_config}))
+    else:
+        operations.append(_add("/spec/dnsPolicy", "None"))
+        operations.append(_add("/spec/dnsConfig", decision.dns_config))
+    return operations

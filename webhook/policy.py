@@ -5,6 +5,7 @@ IP replaced by the node-local cache, so names resolve exactly as before, only th
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -18,6 +19,8 @@ NDOTS_ANNOTATION = "localdns.io/ndots"
 INJECTED_ANNOTATION = "localdns.io/injected"
 OPT_OUT_VALUES = ("disabled", "false")
 OPT_IN_VALUES = ("enabled", "true")
+# A namespace name is a DNS label. Longer ones (never from kube-apiserver) are not cached, which bounds the cache.
+MAX_NAMESPACE_CHARS = 63
 
 
 class Outcome(str, Enum):
@@ -80,8 +83,7 @@ def decide(pod: Mapping[str, Any], namespace: str, settings: Settings) -> Decisi
                          f"got {annotations[NDOTS_ANNOTATION]!r}; DNS left unchanged")
         ndots = int(text)
 
-    dns_config = injected_dns_config(spec.get("dnsConfig") or {}, namespace, ndots, settings)
-    errors = resolvconf.validation_errors("None", dns_config)
+    dns_config, errors = checked_dns_config(spec.get("dnsConfig") or {}, namespace, ndots, settings)
     if errors:
         # kube-apiserver shortens long warnings; the first error names the limit, the log has them all.
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -100,8 +102,11 @@ def runs_on_windows(spec: Mapping[str, Any]) -> bool:
         return True
     if (spec.get("nodeSelector") or {}).get("kubernetes.io/os") == "windows":
         return True
+    affinity = spec.get("affinity")
+    if not affinity:  # most pods
+        return False
     # affinity is not type-checked at admission (the API server has decoded it already): read it defensively
-    required = _mapping(_mapping(_mapping(spec.get("affinity")).get("nodeAffinity")).get(
+    required = _mapping(_mapping(_mapping(affinity).get("nodeAffinity")).get(
         "requiredDuringSchedulingIgnoredDuringExecution"))
     terms = required.get("nodeSelectorTerms")
     if not isinstance(terms, list) or not terms:
@@ -115,6 +120,31 @@ def runs_on_windows(spec: Mapping[str, Any]) -> bool:
             for e in expressions)
 
     return all(windows_only(term) for term in terms)
+
+
+def checked_dns_config(own: Mapping[str, Any], namespace: str, ndots: int,
+                       settings: Settings) -> tuple[dict, list[str]]:
+    """The injected dnsConfig (a new dict each call) and kube-apiserver's objections to it, if any."""
+    if not own and len(namespace) <= MAX_NAMESPACE_CHARS:
+        try:
+            nameservers, searches, options, errors = _checked_without_own(namespace, ndots, settings)
+        except TypeError:  # Settings built by hand with a list where a tuple belongs: unhashable, computed below
+            pass
+        else:
+            return ({"nameservers": list(nameservers), "searches": list(searches),
+                     "options": [dict(option) for option in options]}, list(errors))
+    dns_config = injected_dns_config(own, namespace, ndots, settings)
+    return dns_config, resolvconf.validation_errors("None", dns_config)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_without_own(namespace: str, ndots: int, settings: Settings) -> tuple:
+    """checked_dns_config for a pod without a dnsConfig of its own, which is most pods: the result depends on the
+    namespace, ndots and settings alone, so it is computed once for each (as tuples: a cached value is shared)."""
+    dns_config = injected_dns_config({}, namespace, ndots, settings)
+    return (tuple(dns_config["nameservers"]), tuple(dns_config["searches"]),
+            tuple(tuple(option.items()) for option in dns_config["options"]),
+            tuple(resolvconf.validation_errors("None", dns_config)))
 
 
 def injected_dns_config(own: Mapping[str, Any], namespace: str, ndots: int, settings: Settings) -> dict:

@@ -18,6 +18,7 @@ Facts carried over from Kubernetes (pkg/kubelet/network/dns and pkg/apis/core/va
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,10 +41,29 @@ def is_dns1123_label(value: str) -> bool:
 
 
 def is_dns1123_subdomain(value: str) -> bool:
-    return isinstance(value, str) and len(value) <= MAX_SEARCH_NAME_CHARS and _SUBDOMAIN_RE.match(value) is not None
+    return isinstance(value, str) and len(value) <= MAX_SEARCH_NAME_CHARS and _is_subdomain(value)
 
 
 def is_ip(value: object) -> bool:
+    if isinstance(value, str) and len(value) <= MAX_SEARCH_NAME_CHARS:
+        return _is_ip_text(value)
+    return _is_ip(value)
+
+
+# Every admission checks the same few names and addresses again (the local IP, the namespace's search domains):
+# remembered (short strings only, at most 4096 of each: a few MB at worst), they cost a dict lookup instead of a
+# regex match or an ipaddress parse.
+@functools.lru_cache(maxsize=4096)
+def _is_subdomain(value: str) -> bool:
+    return _SUBDOMAIN_RE.match(value) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip_text(value: str) -> bool:
+    return _is_ip(value)
+
+
+def _is_ip(value: object) -> bool:
     try:
         ipaddress.ip_address(value)  # type: ignore[arg-type]
     except ValueError:

@@ -9,18 +9,22 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+
+
+# One compact encoder for every answer (json.dumps with options builds a new encoder on each call; answers are
+# trees built from decoded JSON, never circular, so that check is skipped). ASCII out:
+# any string the request carried (even a lone surrogate escape in a uid) is escaped, never fails to encode.
+compact_json = json.JSONEncoder(allow_nan=False, check_circular=False, separators=(",", ":")).encode
 
 
 class BadReview(ValueError):
     """The body is not a usable AdmissionReview; the message says which part and why."""
 
 
-@dataclass(frozen=True)
-class AdmissionRequest:
+class AdmissionRequest(NamedTuple):  # immutable like a frozen dataclass, built in a third of the time
     api_version: str
     uid: str
     kind: Mapping[str, Any]  # {group, version, kind}
@@ -42,6 +46,25 @@ def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) ->
     return value
 
 
+def _field(obj: Mapping[str, Any], key: str, kind: type, default: Any, where: str, what: str) -> Any:
+    """obj[key] checked to be a `kind`; `default` when absent or null (but not when present and falsy, e.g. [] for
+    an object). Messages are built only on failure: this runs for every field of every admission."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise BadReview(f"{where} must be {what}, got {type(value).__name__}")
+    return value
+
+
+def _all_strings(items: Any, where: str) -> None:
+    """Every value of a list or mapping is a string (a mapping's items are named by key, a list's by index)."""
+    pairs = items.items() if isinstance(items, dict) else enumerate(items)
+    for key, item in pairs:
+        if not isinstance(item, str):
+            raise BadReview(f"{where}[{key!r}] must be a string, got {type(item).__name__}")
+
+
 def parse(body: bytes) -> AdmissionRequest:
     try:
         review = json.loads(body)
@@ -53,7 +76,7 @@ def parse(body: bytes) -> AdmissionRequest:
         raise BadReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {api_version!r}")
     if review.get("kind") != "AdmissionReview":
         raise BadReview(f"kind must be AdmissionReview, got {review.get('kind')!r}")
-    if "request" not in review or review["request"] is None:
+    if review.get("request") is None:
         raise BadReview("the AdmissionReview has no request")
     request = _expect(review["request"], dict, "request", "an object")
     uid = _expect(request.get("uid"), str, "request.uid", "a string")
@@ -61,11 +84,11 @@ def parse(body: bytes) -> AdmissionRequest:
         raise BadReview("request.uid must not be empty")
     kind = _expect(request.get("kind"), dict, "request.kind", "an object {group, version, kind}")
     for key in ("group", "version", "kind"):
-        _expect(_get(kind, key, ""), str, f"request.kind.{key}", "a string")
+        _field(kind, key, str, "", "request.kind." + key, "a string")
     operation = _expect(request.get("operation"), str, "request.operation", "a string")
-    namespace = _expect(_get(request, "namespace", ""), str, "request.namespace", "a string")
-    sub_resource = _expect(_get(request, "subResource", ""), str, "request.subResource", "a string")
-    dry_run = _expect(_get(request, "dryRun", False), bool, "request.dryRun", "a boolean")
+    namespace = _field(request, "namespace", str, "", "request.namespace", "a string")
+    sub_resource = _field(request, "subResource", str, "", "request.subResource", "a string")
+    dry_run = _field(request, "dryRun", bool, False, "request.dryRun", "a boolean")
     parsed = AdmissionRequest(api_version, uid, kind, operation, namespace, sub_resource, request.get("object"),
                               dry_run)
     if parsed.is_pod_create:
@@ -75,38 +98,29 @@ def parse(body: bytes) -> AdmissionRequest:
     return parsed
 
 
-def _get(obj: Mapping[str, Any], key: str, default: Any) -> Any:
-    """A field's value, or `default` when absent or null (but not when present and falsy, e.g. [] for an object)."""
-    value = obj.get(key)
-    return default if value is None else value
-
-
 def check_pod(pod: Any) -> None:
     """Raise BadReview if a field the webhook reads has the wrong type (the API server would not decode it)."""
     _expect(pod, dict, "request.object", "a Pod object")
-    metadata = _expect(_get(pod, "metadata", {}), dict, "request.object.metadata", "an object")
-    annotations = _expect(_get(metadata, "annotations", {}), dict, "metadata.annotations", "an object")
-    for key, value in annotations.items():
-        _expect(value, str, f"metadata.annotations[{key!r}]", "a string")
-    spec = _expect(_get(pod, "spec", {}), dict, "request.object.spec", "an object")
-    _expect(_get(spec, "dnsPolicy", ""), str, "spec.dnsPolicy", "a string")
-    _expect(_get(spec, "hostNetwork", False), bool, "spec.hostNetwork", "a boolean")
-    node_selector = _expect(_get(spec, "nodeSelector", {}), dict, "spec.nodeSelector", "an object")
-    for key, value in node_selector.items():
-        _expect(value, str, f"spec.nodeSelector[{key!r}]", "a string")
-    os_ = _expect(_get(spec, "os", {}), dict, "spec.os", "an object")
-    _expect(_get(os_, "name", ""), str, "spec.os.name", "a string")
-    dns_config = _expect(_get(spec, "dnsConfig", {}), dict, "spec.dnsConfig", "an object")
+    metadata = _field(pod, "metadata", dict, {}, "request.object.metadata", "an object")
+    _all_strings(_field(metadata, "annotations", dict, {}, "metadata.annotations", "an object"),
+                 "metadata.annotations")
+    spec = _field(pod, "spec", dict, {}, "request.object.spec", "an object")
+    _field(spec, "dnsPolicy", str, "", "spec.dnsPolicy", "a string")
+    _field(spec, "hostNetwork", bool, False, "spec.hostNetwork", "a boolean")
+    _all_strings(_field(spec, "nodeSelector", dict, {}, "spec.nodeSelector", "an object"), "spec.nodeSelector")
+    _field(_field(spec, "os", dict, {}, "spec.os", "an object"), "name", str, "", "spec.os.name", "a string")
+    dns_config = _field(spec, "dnsConfig", dict, {}, "spec.dnsConfig", "an object")
+    if not dns_config:
+        return
     for field in ("nameservers", "searches"):
-        items = _expect(_get(dns_config, field, []), list, f"spec.dnsConfig.{field}", "a list of strings")
-        for index, item in enumerate(items):
-            _expect(item, str, f"spec.dnsConfig.{field}[{index}]", "a string")
-    options = _expect(_get(dns_config, "options", []), list, "spec.dnsConfig.options", "a list of {name, value}")
+        where = "spec.dnsConfig." + field
+        _all_strings(_field(dns_config, field, list, [], where, "a list of strings"), where)
+    options = _field(dns_config, "options", list, [], "spec.dnsConfig.options", "a list of {name, value}")
     for index, option in enumerate(options):
-        _expect(option, dict, f"spec.dnsConfig.options[{index}]", "an object {name, value}")
-        _expect(_get(option, "name", ""), str, f"spec.dnsConfig.options[{index}].name", "a string")
-        if option.get("value") is not None:
-            _expect(option["value"], str, f"spec.dnsConfig.options[{index}].value", "a string")
+        where = f"spec.dnsConfig.options[{index}]"
+        _expect(option, dict, where, "an object {name, value}")
+        _field(option, "name", str, "", where + ".name", "a string")
+        _field(option, "value", str, None, where + ".value", "a string")
 
 
 def response(request: AdmissionRequest, patch: list[dict] | None = None,
@@ -115,7 +129,7 @@ def response(request: AdmissionRequest, patch: list[dict] | None = None,
     answer: dict[str, Any] = {"uid": request.uid, "allowed": True}
     if patch:
         answer["patchType"] = "JSONPatch"
-        answer["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+        answer["patch"] = base64.b64encode(compact_json(patch).encode()).decode()
     if warnings:
         answer["warnings"] = warnings
     return {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": answer}

@@ -3,6 +3,7 @@ answered stale (RFC 8767) while it is down."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import dns.message
@@ -69,3 +70,63 @@ def test_a_dead_upstream_in_a_group_is_skipped(tmp_path, kube_dns, node_dns):
         assert m[f'coredns_forward_responses_total{{rcode="NXDOMAIN",to="udp://127.0.0.1:{node_dns.port}"}}'] >= 6
     finally:
         cache.stop()
+
+
+def test_a_tcp_upstream_that_accepts_but_never_answers_gives_servfail(tmp_path):
+    """The connection opens (the kernel completes the handshake) but no answer ever comes: SERVFAIL within the
+    upstream timeout, not a hang and not an endless resend."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # never accepted, never read
+    cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{silent.getsockname()[1]}", "--upstream-timeout", "1",
+                  wait=False)
+    try:
+        deadline = time.monotonic() + 15
+        while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for index in range(3):
+            response = cache.udp(dns.message.make_query(f"quiet-{index}.default.svc.cluster.local", "A"), timeout=10)
+            assert response.rcode() == dns.rcode.SERVFAIL
+        assert cache.http("/ready")[0] == 503
+        assert cache.proc.poll() is None
+    finally:
+        cache.stop()
+        silent.close()
+
+
+def test_a_tcp_upstream_that_closes_every_connection_at_once_gives_servfail(tmp_path):
+    """Accepted, then closed before any answer, every time: SERVFAIL, after a bounded number of fresh connections
+    per query rather than a connection storm until the deadline."""
+    closer = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    closer.bind(("127.0.0.1", 0))
+    closer.listen(64)
+    accepted = []
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = closer.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=close_each, daemon=True)
+    thread.start()
+    cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{closer.getsockname()[1]}", "--upstream-timeout", "5",
+                  wait=False)
+    try:
+        deadline = time.monotonic() + 15
+        while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = len(accepted)
+        response = cache.udp(dns.message.make_query("closed.default.svc.cluster.local", "A"), timeout=15)
+        assert response.rcode() == dns.rcode.SERVFAIL
+        # CLOSED_RETRIES + 1 connections for this query, as many per health check of the three zones' upstreams
+        # meanwhile; a query resent until its deadline made thousands.
+        assert len(accepted) - before <= 400
+        assert cache.proc.poll() is None
+    finally:
+        cache.stop()
+        closer.close()
+        thread.join(5)

@@ -48,6 +48,15 @@ metadatas = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
     "annotations": annotations, "labels": st.just({"app": "web"})}))
 pods = st.builds(lambda metadata, spec: {"apiVersion": "v1", "kind": "Pod", "spec": spec,
                                          **({} if metadata is None else {"metadata": metadata})}, metadatas, specs)
+# The shapes admission decodes but a Pod rarely has: metadata or spec absent or null, annotations null. A patch
+# must still apply to them (each level it writes under may or may not exist yet).
+_ABSENT = object()
+sparse_pods = st.builds(
+    lambda metadata, spec: {"apiVersion": "v1", "kind": "Pod",
+                            **{key: value for key, value in (("metadata", metadata), ("spec", spec))
+                               if value is not _ABSENT}},
+    st.one_of(st.just(_ABSENT), st.none(), metadatas.filter(lambda m: m is not None)),
+    st.one_of(st.just(_ABSENT), st.none(), specs))
 namespaces = st.sampled_from(["default", "shop", "kube-system", "localdns-system", "a" * 63])
 all_settings = st.builds(
     Settings,

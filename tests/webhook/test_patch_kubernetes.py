@@ -1,8 +1,9 @@
 """Patches apply with Kubernetes' own JSON-patch implementation, and injected pods match the Pod schema.
 
 kube-apiserver cannot run here. `kubectl patch --local --type=json` applies a patch with the same Go library
-(evanphx/json-patch) the API server uses for webhook patches, offline, so each generated patch, including the
-`move` operations jsonpatch emits for reordered search lists, is applied by it and compared with the intended pod.
+(evanphx/json-patch) the API server uses for webhook patches, offline, so each generated patch (an `add` per
+place the decision writes, over a member that is absent, null or set) is applied by it and compared with the
+intended pod.
 """
 from __future__ import annotations
 
@@ -33,11 +34,15 @@ def kubectl_json_patch(kubectl: str, obj: dict, patch: list, workdir) -> dict:
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                             HealthCheck.filter_too_much])
 @given(pod=pods, namespace=namespaces, settings=all_settings)
-@example(  # the pod's own searches repeat cluster ones: jsonpatch answers with `move` operations
+@example(  # the pod's own dnsConfig (searches repeating cluster ones) is replaced whole
     pod={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1"}, "spec": {"dnsConfig": {
         "searches": ["corp.example", "svc.cluster.local", "cluster.local"], "nameservers": ["10.0.0.2"],
         "options": [{"name": "edns0"}, {"name": "ndots", "value": "2"}]}}},
     namespace="shop", settings=Settings(fallback_nameserver="10.96.0.10"))
+@example(  # `add` over a null member and into an existing annotations map
+    pod={"apiVersion": "v1", "kind": "Pod", "metadata": {"annotations": {"team": "a"}},
+         "spec": {"containers": [{"name": "app", "image": "nginx"}], "dnsConfig": None}},
+    namespace="shop", settings=Settings())
 def test_generated_patches_apply_with_the_api_servers_json_patch(tmp_path, pod, namespace, settings):
     kubectl = require_tool("kubectl")
     # kubectl needs a name, and leaves out an empty namespace when it prints: keep what the patch touches

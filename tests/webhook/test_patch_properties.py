@@ -9,11 +9,12 @@ import json
 import jsonpatch
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from tests.webhook.strategies import LOCAL_IP, all_settings, json_values, namespaces, pods
+from tests.webhook.strategies import LOCAL_IP, all_settings, json_values, namespaces, pods, sparse_pods
 from webhook import resolvconf
 from webhook.app import answer_review
 from webhook.config import Settings
 from webhook.patch import mutated_pod, patch_for
+from webhook.review import check_pod
 from webhook.policy import Outcome, decide
 from webhook.review import BadReview, parse, review_for
 
@@ -32,6 +33,37 @@ def test_every_patch_applies_to_the_pod_as_sent(pod, namespace, settings):
     assert applied == mutated_pod(sent, decision)
     if decision.outcome is not Outcome.INJECT:
         assert patch == [] and applied == sent
+
+
+# Every place a decision may write, and each parent the patch may have to create first (nothing else is touched).
+WRITABLE = {"/metadata", "/metadata/annotations", "/metadata/annotations/localdns.io~1injected", "/spec",
+            "/spec/dnsPolicy", "/spec/dnsConfig"}
+
+
+@PROPERTY
+@given(st.one_of(pods, sparse_pods), namespaces, all_settings)
+def test_patches_write_only_the_decision_and_apply_to_any_shape_admission_accepts(pod, namespace, settings):
+    check_pod(pod)  # null or absent metadata, spec and annotations all pass the review checks
+    sent = copy.deepcopy(pod)
+    decision = decide(pod, namespace, settings)
+    patch = json.loads(json.dumps(patch_for(pod, decision)))
+    assert {operation["path"] for operation in patch} <= WRITABLE
+    applied = jsonpatch.apply_patch(copy.deepcopy(sent), patch)
+    assert applied == mutated_pod(sent, decision)
+    if decision.outcome is Outcome.INJECT:
+        assert applied["metadata"]["annotations"]["localdns.io/injected"]
+        assert applied["spec"]["dnsPolicy"] == "None" and applied["spec"]["dnsConfig"] == decision.dns_config
+        # everything the decision does not write is exactly as sent
+        for part in ("metadata", "spec"):
+            before = sent.get(part) if isinstance(sent.get(part), dict) else {}
+            written = {"metadata": {"annotations"}, "spec": {"dnsPolicy", "dnsConfig"}}[part]
+            assert {k: v for k, v in applied[part].items() if k not in written} == \
+                {k: v for k, v in before.items() if k not in written}
+        annotations = (sent.get("metadata") or {}).get("annotations") or {}
+        assert {k: v for k, v in applied["metadata"]["annotations"].items() if k != "localdns.io/injected"} == \
+            {k: v for k, v in annotations.items() if k != "localdns.io/injected"}
+        assert {k: v for k, v in applied.items() if k not in ("metadata", "spec")} == \
+            {k: v for k, v in sent.items() if k not in ("metadata", "spec")}
 
 
 @PROPERTY
@@ -85,3 +117,13 @@ def test_any_review_is_either_refused_with_a_message_or_answered_allowed(pod, co
     answer, outcome = answer_review(request, Settings())
     assert answer["response"]["allowed"] is True and answer["response"]["uid"] == request.uid
     assert outcome != "error"
+
+
+def test_decisions_share_nothing_a_caller_could_change():
+    """Most pods' dnsConfig is computed once per namespace and ndots: each decision still gets its own copy."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "app", "image": "nginx"}]}}
+    first = decide(pod, "shop", Settings())
+    expected = copy.deepcopy(first.dns_config)
+    first.dns_config["searches"].append("changed.example")
+    first.dns_config["options"][0]["value"] = "1"
+    assert decide(pod, "shop", Settings()).dns_config == expected
