@@ -121,8 +121,6 @@ def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, misses: int, f
                 running.append(started)
                 say(f"{name} started (pid {started.process.pid}), idle RSS "
                     f"{started.figures['rss_idle_kib'] / 1024:.1f} MiB")
-        for server in running:
-            guarded(server.cache.name, say, lambda: dnsload.warm(server, names))
         for round_ in range(plan.hit_repeats):
             say(f"hit round {round_ + 1} of {plan.hit_repeats}:")
             for server in running:

@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import os
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,8 +102,15 @@ class Daemon:
             self.draining = True
             log.info("draining: /ready answers 503, sockets keep answering for %.1fs", s.drain)
             await asyncio.sleep(s.drain)
+            await self._answer_pending(s.upstream_timeout)
         await self._shutdown()
         return self.exit_code
+
+    async def _answer_pending(self, timeout: float) -> None:
+        """Queries still waiting for an upstream get their answers (or SERVFAIL) before the sockets close."""
+        deadline = time.monotonic() + timeout + 0.5
+        while self.resolver.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def stop(self, exit_code: int = 0) -> None:
         if exit_code:

@@ -1,5 +1,6 @@
 """DNS listeners: UDP and TCP on each listen address, every socket with SO_REUSEPORT so that a new instance can bind
-beside an old one and take over without a lost query.
+beside an old one and take over without a lost query: the kernel is told to hand every new datagram and connection
+to the newest socket (`steer_to_newest`), so the old instance's queue empties before it closes.
 
 UDP uses `cache.batchio` (recvmmsg/sendmmsg, owned by the batch-I/O engineer) when it imports and `--udp-batch` is
 on; its contract: `await batchio.start_udp(sock, handle)` where `handle(data, addr, send)` is
@@ -8,6 +9,7 @@ on; its contract: `await batchio.start_udp(sock, handle)` where `handle(data, ad
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import ipaddress
 import logging
 import socket
@@ -21,6 +23,9 @@ TCP_BACKLOG = 1024
 MAX_TCP_PENDING_OUTPUT = 256 * 1024  # a client that does not read its answers is cut off, not buffered for
 DATAGRAM_READ_SIZE = 65535  # asyncio's default 256 KiB read buffer costs an mmap/munmap per datagram
 UDP_RCVBUF = 4 * 1024 * 1024
+SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h, Linux 4.5+
+# One classic BPF instruction, BPF_RET|BPF_K 1: "the socket at index 1 of the address's SO_REUSEPORT group".
+RETURN_SECOND_SOCKET = struct.pack("=HBBI", 0x06, 0, 0, 1)
 
 
 def is_wildcard(host: str) -> bool:
@@ -41,11 +46,32 @@ def bind_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
             except OSError:
                 pass
         sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(TCP_BACKLOG)  # a TCP socket joins its address's group for steering once it listens
+        steer_to_newest(sock)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def steer_to_newest(sock: socket.socket) -> None:
+    """Make the kernel hand every new datagram and connection for this address to the newest instance's socket.
+
+    Without it the kernel spreads flows over the old and the new instance by hash, and whatever waits in the old
+    socket's queue when it closes is lost. Sockets join a group in bind order and a leaving socket's slot is taken
+    by the last one, so during an upgrade index 1 is the new instance; alone, index 1 does not exist and the
+    kernel falls back to its hash. A kernel without the option keeps the hash: an upgrade may then lose the few
+    queries queued at the moment the old instance closes.
+    """
+    program = ctypes.create_string_buffer(RETURN_SECOND_SOCKET)
+    fprog = struct.pack("HP", 1, ctypes.addressof(program))  # struct sock_fprog {len; filter*}
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError as error:
+        log.warning("cannot steer new queries to the newest instance (%s); upgrades fall back to the kernel's hash",
+                    error)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
