@@ -101,8 +101,8 @@ def guarded(name: str, say, measure) -> dict:
 
 
 def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, misses: int, fill: int, work: Path, say) -> None:
-    """The shared upstream; every cache started; hit runs interleaved across them; then the other scenarios one
-    cache at a time; then the listener floor. Every process stopped in any case."""
+    """The shared upstream; every cache started; hit and fixed-rate runs interleaved across them; then the other
+    scenarios one cache at a time; then the listener floor. Every process stopped in any case."""
     names, hosts = servers.write_names(work, misses, fill)
     upstream, upstream_port = servers.start_upstream(work, hosts, work)
     say(f"upstream dnsmasq on 127.0.0.1:{upstream_port} (pid {upstream.pid})")
@@ -125,6 +125,7 @@ def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, misses: int, f
             say(f"hit round {round_ + 1} of {plan.hit_repeats}:")
             for server in running:
                 guarded(server.cache.name, say, lambda: dnsload.hit_run(server, names, plan, say))
+                guarded(server.cache.name, say, lambda: dnsload.rate_run(server, names, plan, say))
         for server in running:
             say(f"{server.cache.name}:")
             results["caches"][server.cache.name] = guarded(server.cache.name, say,
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown cache(s) {', '.join(sorted(unknown))}; choose from {', '.join(CATALOGUE)}")
     plan = dnsload.QUICK if args.quick else dnsload.FULL
     misses, fill = (30_000, 12_000) if args.quick else (300_000, 12_000)
-    webhook_seconds, connections, rate, repeats = (3, 8, 200, 1) if args.quick else (10, 8, 200, 2)
+    webhook_seconds, connections, rate, repeats = (3, 8, 200, 1) if args.quick else (10, 8, 200, 3)
     command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     results: dict = {
         "command": command, "environment": environment(), "dnsperf_timeout": dnsperf.TIMEOUT,
@@ -181,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.only != "webhook":
             run_dns(results, wanted, plan, misses, fill, work, say)
         if args.only != "dns":
-            for name in ("webhook", "floor"):
-                say(f"{name}:")
-                results["webhook"][name] = guarded(name, say, lambda: webhookload.measure(
-                    name, work, work, webhook_seconds, connections, rate, repeats, say))
+            say("webhook and floor, interleaved:")
+            measured = guarded("webhook", say, lambda: webhookload.measure(
+                ["webhook", "floor"], work, work, webhook_seconds, connections, rate, repeats, say))
+            results["webhook"] = measured if "error" not in measured else {
+                name: {**measured, "name": name} for name in ("webhook", "floor")}
     finally:
         if args.keep:
             say(f"work directory kept: {work}")

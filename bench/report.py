@@ -96,8 +96,8 @@ def markdown(results: dict) -> str:
         f"Run {env['date']} on {env['cpu']} ({env['cores']} cores), Linux {env['kernel']}, "
         f"with `{results['command']}`{' (quick smoke run: short loads, not for comparison)' if plan['quick'] else ''}.",
         "Servers run pinned to core 0 (`taskset -c 0`); dnsperf, the upstream and the HTTP client run on core 1."
-        " The cache-hit runs visit the caches in turn, round after round (all started, only the one under load"
-        " busy), so that load from elsewhere on the host falls on all of them alike; the other scenarios run one"
+        " The cache-hit and fixed-rate runs visit the caches in turn, round after round (all started, only the one"
+        " under load busy), so that load from elsewhere on the host falls on all of them alike; the other scenarios run one"
         " cache at a time. CPU per query is the server's utime+stime (/proc/PID/stat) over the run divided by the"
         " answered queries. Absolute figures move with the host; the ratios, from the same run, are what to"
         " compare.", "",
@@ -108,8 +108,8 @@ def markdown(results: dict) -> str:
     lines += ["", "## DNS cache", "",
               f"Upstream: dnsmasq {env['versions'].get('dnsmasq', '')} as kube-dns (authoritative for cluster.local, "
               f"no cache, TTL 30 s). Hit load: {plan['hit_seconds']:g} s × {plan['hit_repeats']} rounds (the "
-              f"median run by CPU is shown). Fixed rate: dnsperf -Q {plan['rate_qps']} for "
-              f"{plan['rate_seconds']:g} s, p99 from every query's latency (dnsperf -v; a lost query counts as "
+              f"median run by CPU is shown), each warmed first. Fixed rate, right after each hit run: dnsperf -Q "
+              f"{plan['rate_qps']} for {plan['rate_seconds']:g} s (the median run by p99 is shown), p99 from every query's latency (dnsperf -v; a lost query counts as "
               f"{results['dnsperf_timeout']:g} s). Miss-heavy: "
               f"{plan['miss_seconds']:g} s of unique names. Full: then {plan['fill']:,} more positive and "
               f"{plan['fill']:,} NXDOMAIN names (above every size cap: ours 9,984 + 9,984, dnsmasq 10,000).", ""]
@@ -146,9 +146,9 @@ def markdown(results: dict) -> str:
         lines += [f"`python -m webhook serve` against a minimal FastAPI endpoint that parses the review and allows it "
                   f"(bench/floor.py) on the same server settings (webhook.server), over HTTPS with "
                   f"{plan['connections']} keep-alive connections for {plan['webhook_seconds']:g} s, then an open-loop "
-                  f"{plan['webhook_rate']:g} admissions/s (latency from when each review was due); best of "
-                  f"{plan.get('webhook_repeats', 1)} run(s) each (load from elsewhere on the host only makes a run "
-                  f"worse).", "",
+                  f"{plan['webhook_rate']:g} admissions/s (latency from when each review was due); both servers started, "
+                  f"{plan.get('webhook_repeats', 1)} round(s) visiting them in turn, the best run of each shown "
+                  f"(load from elsewhere on the host only makes a run worse).", "",
                   "| | admissions/s | p50 ms | p99 ms | server CPU ms / admission | p50 ms at fixed rate | "
                   "p99 ms at fixed rate | RSS MiB | errors |", "|---|---|---|---|---|---|---|---|---|"]
         for name in ("webhook", "floor"):
