@@ -19,9 +19,7 @@ def test_refused_and_silent_upstreams_give_servfail(tmp_path):
     cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{down}", "--upstream-timeout", "1",
                   "--forward", f"silent.test=udp://127.0.0.1:{silent.getsockname()[1]}", wait=False)
     try:
-        deadline = time.monotonic() + 15
-        while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_serving(cache)
         assert cache.http("/ready")[0] == 503  # no upstream has answered
         for name in ("web.default.svc.cluster.local", "a.silent.test"):
             response = cache.udp(dns.message.make_query(name, "A"), timeout=10)
@@ -37,9 +35,7 @@ def test_stale_answers_while_the_upstream_is_down(tmp_path):
     cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{free_port()}", "--success-ttl", "1", "--prefetch", "0",
                   "--upstream-timeout", "1", "--forward", f"example.org=udp://127.0.0.1:{upstream.port}", wait=False)
     try:
-        deadline = time.monotonic() + 15
-        while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_serving(cache)
         query = dns.message.make_query("stale.example.org", "A")
         assert cache.udp(query).answer[0][0].to_text() == "192.0.2.12"
         upstream.stop()
@@ -72,6 +68,13 @@ def test_a_dead_upstream_in_a_group_is_skipped(tmp_path, kube_dns, node_dns):
         cache.stop()
 
 
+def _wait_serving(cache) -> None:
+    """Listening (/health 200); /ready stays 503 here, since no upstream answers."""
+    deadline = time.monotonic() + 15
+    while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_a_tcp_upstream_that_accepts_but_never_answers_gives_servfail(tmp_path):
     """The connection opens (the kernel completes the handshake) but no answer ever comes: SERVFAIL within the
     upstream timeout, not a hang and not an endless resend."""
@@ -81,9 +84,7 @@ def test_a_tcp_upstream_that_accepts_but_never_answers_gives_servfail(tmp_path):
     cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{silent.getsockname()[1]}", "--upstream-timeout", "1",
                   wait=False)
     try:
-        deadline = time.monotonic() + 15
-        while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_serving(cache)
         for index in range(3):
             response = cache.udp(dns.message.make_query(f"quiet-{index}.default.svc.cluster.local", "A"), timeout=10)
             assert response.rcode() == dns.rcode.SERVFAIL
@@ -116,9 +117,7 @@ def test_a_tcp_upstream_that_closes_every_connection_at_once_gives_servfail(tmp_
     cache = Cache(tmp_path, "--kube-dns", f"127.0.0.1:{closer.getsockname()[1]}", "--upstream-timeout", "5",
                   wait=False)
     try:
-        deadline = time.monotonic() + 15
-        while cache.http("/health")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_serving(cache)
         before = len(accepted)
         response = cache.udp(dns.message.make_query("closed.default.svc.cluster.local", "A"), timeout=15)
         assert response.rcode() == dns.rcode.SERVFAIL
