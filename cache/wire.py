@@ -82,24 +82,14 @@ class Answer:
     has_soa: bool
 
     @property
-    def flags(self) -> int:
-        return ANSWER_HEAD.unpack_from(self.packed)[0]
-
-    @property
     def counts(self) -> tuple[int, int, int]:
         """ancount, nscount, arcount (OPT removed)."""
         return ANSWER_HEAD.unpack_from(self.packed)[1:4]
 
     @property
     def ttl_offsets(self) -> tuple[int, ...]:
-        """Where each TTL field sits in `body`."""
+        """Where each TTL field sits in the records (the part of `packed` after the offsets)."""
         return _ttl_offsets(self.packed, ANSWER_HEAD.unpack_from(self.packed)[4])
-
-    @property
-    def body(self) -> bytes:
-        """The resource records after the question."""
-        count = ANSWER_HEAD.unpack_from(self.packed)[4]
-        return self.packed[ANSWER_HEAD.size + 2 * count:]
 
 
 def pack_answer(flags: int, counts: tuple[int, int, int], ttl_offsets: list[int], body: bytes) -> bytes:

@@ -59,6 +59,9 @@ class Settings:
     excluded_namespaces: frozenset[str] = field(default_factory=lambda: frozenset({"kube-system", "localdns-system"}))
 
     def __post_init__(self) -> None:
+        # Settings are hashable (the policy memoises per settings): lists or sets given by hand become immutable.
+        object.__setattr__(self, "extra_options", tuple(self.extra_options))
+        object.__setattr__(self, "excluded_namespaces", frozenset(self.excluded_namespaces))
         _check_ip("local_ip", self.local_ip)
         if self.fallback_nameserver is not None:
             _check_ip("fallback_nameserver", self.fallback_nameserver)

@@ -126,13 +126,9 @@ def checked_dns_config(own: Mapping[str, Any], namespace: str, ndots: int,
                        settings: Settings) -> tuple[dict, list[str]]:
     """The injected dnsConfig (a new dict each call) and kube-apiserver's objections to it, if any."""
     if not own and len(namespace) <= MAX_NAMESPACE_CHARS:
-        try:
-            nameservers, searches, options, errors = _checked_without_own(namespace, ndots, settings)
-        except TypeError:  # Settings built by hand with a list where a tuple belongs: unhashable, computed below
-            pass
-        else:
-            return ({"nameservers": list(nameservers), "searches": list(searches),
-                     "options": [dict(option) for option in options]}, list(errors))
+        nameservers, searches, options, errors = _checked_without_own(namespace, ndots, settings)
+        return ({"nameservers": list(nameservers), "searches": list(searches),
+                 "options": [dict(option) for option in options]}, list(errors))
     dns_config = injected_dns_config(own, namespace, ndots, settings)
     return dns_config, resolvconf.validation_errors("None", dns_config)
 
