@@ -69,9 +69,13 @@ def test_cache_sets_up_the_node_and_serves_with_only_the_granted_capabilities(tm
                 time.sleep(0.2)
             assert process.poll() is None, f"the cache exited:\n{(tmp_path / 'cache.log').read_text()}"
             assert answered is not None and "status:" in answered.stdout, (tmp_path / "cache.log").read_text()
-            # The interface and every rule are in place, made with NET_ADMIN alone.
+            # The interface and every rule are in place, made with NET_ADMIN alone. Rules go in only once the
+            # listeners serve, so the first answer can come a moment before them: wait for them, bounded.
             assert node.addresses(config["interface-name"]) == [LOCAL_IP]
             rules = node.our_rules()
+            while not rules and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.2)
+                rules = node.our_rules()
             assert rules and all(LOCAL_IP in rule for rule in rules)
             assert any("NOTRACK" in rule for rule in rules)
         finally:
