@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TOOLS := .tools/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install system-packages kubectl bench clean
+.PHONY: demo test check install system-packages kubectl bench clean
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -29,7 +29,12 @@ kubectl:
 demo: install
 	$(PY) -m webhook demo
 
-test: system-packages kubectl install
+# Lint and type-check: ruff (pyflakes, pycodestyle, bugbear, import order) and mypy, at the pinned versions.
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: system-packages kubectl install check
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest
 
 bench: system-packages install

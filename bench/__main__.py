@@ -52,7 +52,7 @@ def environment() -> dict:
         "fastapi": _module_version("fastapi"),
         "uvicorn": _module_version("uvicorn"),
     }
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
+    return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
             "cores": os.cpu_count(), "kernel": platform.release(), "versions": versions}
 
 

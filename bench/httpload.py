@@ -127,7 +127,7 @@ async def run(port: int, ca: str, seconds: float, connections: int, rate: float 
                 await asyncio.sleep(delay)
             try:
                 conn = await asyncio.wait_for(idle.get(), timeout=max(0.1, end + 5 - time.perf_counter()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 errors += 1
                 break
             tasks.append(asyncio.ensure_future(one(conn, due, idle)))

@@ -311,4 +311,4 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     return [name.replace("_", "-") for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
 
 
-__all__ = ["ConfigError", "Settings", "build_parser", "load", "resolve", "read_resolv_conf"]
+__all__ = ["ConfigError", "Settings", "build_parser", "load", "read_resolv_conf", "resolve"]

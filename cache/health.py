@@ -31,8 +31,7 @@ async def serve_http(host: str, port: int, routes: dict[str, Route]) -> asyncio.
             if method != "HEAD":
                 writer.write(body)
             await writer.drain()
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                OSError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
             pass
         finally:
             writer.close()

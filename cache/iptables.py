@@ -17,10 +17,9 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +176,7 @@ class Iptables:
         self.backend = backend
 
     @classmethod
-    def detect(cls) -> "Iptables":
+    def detect(cls) -> Iptables:
         return cls(detect_backend(run_save))
 
     def binary(self, family: int) -> str:

@@ -118,7 +118,7 @@ class Metrics:
             for bound, count in zip((*histogram.buckets, float("inf")), counts):
                 cumulative += count
                 le = "+Inf" if bound == float("inf") else repr(bound)
-                out.append(f"{name}_bucket{_labels((('le', le),) + base)} {float(cumulative)!r}\n")
+                out.append(f"{name}_bucket{_labels((('le', le), *base))} {float(cumulative)!r}\n")
             out.append(f"{name}_count{_labels(base)} {float(cumulative)!r}\n")
             out.append(f"{name}_sum{_labels(base)} {float(total)!r}\n")
 

@@ -20,8 +20,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterable
-from typing import Callable
+from collections.abc import Callable, Iterable
 
 from cache import netif
 from cache.iptables import Iptables, IptablesError, Rule, rules_for, xtables_lock

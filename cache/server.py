@@ -165,7 +165,7 @@ class Listeners:
                     self.resolver.handle(data, peer, send, TCP)
                 except Exception:
                     log.exception("TCP query from %s failed", peer)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError):
+        except (TimeoutError, asyncio.IncompleteReadError, OSError):
             pass
         finally:
             self.tcp_clients -= 1

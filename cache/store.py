@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wire import Answer, SERVFAIL
+from .wire import SERVFAIL, Answer
 
 SUCCESS, DENIAL = "success", "denial"
 

@@ -39,7 +39,7 @@ class _Connection(asyncio.Protocol):
     reader raises the reset first and drops them, and their queries would be sent again for nothing).
     """
 
-    def __init__(self, owner: "TcpUpstream") -> None:
+    def __init__(self, owner: TcpUpstream) -> None:
         self.owner = owner
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}  # qid -> (question, answer)
@@ -237,7 +237,7 @@ class TcpUpstream:
             if not self._usable(connection):
                 try:
                     connection = await asyncio.wait_for(self._connect(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise UpstreamError(f"{self.address}: connect timed out") from None
                 if not self._usable(connection):  # filled up by others meanwhile (take the next), or closed
                     fruitless += connection.closed and not connection.answered
@@ -253,7 +253,7 @@ class TcpUpstream:
                 # A connection that answered some queries before it closed shows the server at work: only the
                 # deadline bounds those resends. One closed with no answer at all counts toward a failure.
                 fruitless += not connection.answered
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # The connection may be a black hole (a server gone without a FIN, a stale conntrack entry to a
                 # dead pod): the next query opens a fresh one; this one is closed once its other queries end.
                 connection.retired = True

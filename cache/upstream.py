@@ -100,7 +100,7 @@ class Upstream:
         try:
             transport.sendto(wire.build_query(qid, question, do, cd))
             return await asyncio.wait_for(protocol.answer, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(f"{self.address}: no answer within {timeout:.2f}s") from None
         finally:
             transport.close()

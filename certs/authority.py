@@ -41,7 +41,7 @@ class KeyPair:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def service_dns_names(service: str, namespace: str, cluster_domain: str = "cluster.local") -> list[str]:

@@ -203,7 +203,7 @@ def _status_message(exc: ApiException) -> str:
 
 def _parse_time(value: str | None) -> dt.datetime | None:
     try:
-        return dt.datetime.strptime(value or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.strptime(value or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return None
 

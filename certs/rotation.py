@@ -45,7 +45,7 @@ class Observed:
     webhooks_synced_at: dt.datetime | None = None  # when caBundle was last written, if known
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     NEW_CA = "new-ca"
     TRUST_SIGNER = "trust-signer"
     SYNC_WEBHOOKS = "sync-webhooks"

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 import jsonpatch
 import yaml
 
-from tests.kubeapi_rules import (  # noqa: F401  (ApiError, ResourceType, RESOURCE_TYPES are part of this API)
+from tests.kubeapi_rules import (
     RESOURCE_TYPES,
     ApiError,
     ResourceType,
@@ -89,7 +89,7 @@ class _Fault:
     namespace: str | None = None
     name: str | None = None
     remaining: int | None = None  # None: forever
-    action: Callable[["FakeKubeAPI"], None] | None = None
+    action: Callable[[FakeKubeAPI], None] | None = None
 
     def matches(self, verb: str, target: _Target) -> bool:
         return (self.verb in (verb, "*") and self.resource in (target.type.plural, "*")
@@ -105,7 +105,7 @@ class _Faults:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FakeKubeAPI:
@@ -135,7 +135,7 @@ class FakeKubeAPI:
         }))
 
     # ---- lifecycle ----
-    def start(self) -> "FakeKubeAPI":
+    def start(self) -> FakeKubeAPI:
         self._thread.start()
         return self
 
@@ -146,7 +146,7 @@ class FakeKubeAPI:
         self._thread.join(timeout=5)
         self._tmp.cleanup()
 
-    def __enter__(self) -> "FakeKubeAPI":
+    def __enter__(self) -> FakeKubeAPI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -172,7 +172,7 @@ class FakeKubeAPI:
         with self._lock:
             self._faults.conflicts.append(_Fault(verb, resource, None, name, remaining=times))
 
-    def before_next(self, verb: str, resource: str, name: str | None, action: Callable[["FakeKubeAPI"], None]) -> None:
+    def before_next(self, verb: str, resource: str, name: str | None, action: Callable[[FakeKubeAPI], None]) -> None:
         """Run `action(api)` just before the next matching request is served: a racing writer, for real."""
         with self._lock:
             self._faults.before.append(_Fault(verb, resource, None, name, remaining=1, action=action))
@@ -384,9 +384,9 @@ class FakeKubeAPI:
                 raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
             new = merge_patch(current, patch, strategic=content_type.startswith("application/strategic"))
         else:
-            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                           f"accepted media types include: application/json-patch+json, "
-                           f"application/merge-patch+json, application/strategic-merge-patch+json")
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                           "accepted media types include: application/json-patch+json, "
+                           "application/merge-patch+json, application/strategic-merge-patch+json")
         if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
             raise ApiError(422, "Invalid", "the patch removed the object's metadata",
                            self._details(target, target.name))

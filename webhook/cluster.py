@@ -169,7 +169,7 @@ class Cluster:
             )
             response = self.api_client.call_api(*params, _request_timeout=self.timeout)
             data = response.read()
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one clear message
+        except Exception as exc:
             raise translate(exc, self.host, what) from None
         if not 200 <= response.status < 300:
             raise translate_status(response.status, response.reason or "", data, self.host, what)
@@ -396,7 +396,7 @@ def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
             return 130
         except BrokenPipeError:
             return EXIT_ERROR
-        except Exception as exc:  # noqa: BLE001 - a bug still deserves a readable line, and a way to see more
+        except Exception as exc:
             if os.environ.get("LOCALDNS_DEBUG"):
                 raise
             print(f"error: unexpected {type(exc).__name__}: {exc} (set LOCALDNS_DEBUG=1 for details)", file=sys.stderr)

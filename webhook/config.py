@@ -38,7 +38,7 @@ class DNSOption:
     value: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "DNSOption":
+    def parse(cls, text: str) -> DNSOption:
         name, sep, value = text.strip().partition(":")
         return cls(name.strip(), value.strip() if sep else None)
 
@@ -84,7 +84,7 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], origins: Mapping[str, str] | None = None,
-                     source: str = "settings") -> "Settings":
+                     source: str = "settings") -> Settings:
         """Build settings from snake_case keys (the YAML file's shape); unknown keys are an error (typos).
 
         `origins` names where each key came from (a variable or file), so errors point at what to fix.
@@ -106,7 +106,7 @@ class Settings:
             raise ConfigError(f"{source}: {error}") from None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Defaults, then the YAML file in LOCALDNS_CONFIG (if set), then LOCALDNS_* variables."""
         values: dict[str, Any] = {}
         origins: dict[str, str] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from webhook import resolvconf
@@ -23,7 +23,7 @@ OPT_IN_VALUES = ("enabled", "true")
 MAX_NAMESPACE_CHARS = 63
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     INJECT = "inject"
     ALREADY_INJECTED = "already-injected"
     SKIP = "skip"

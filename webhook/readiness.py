@@ -14,7 +14,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 def restart_patch(now: dt.datetime) -> dict:
     """The body `kubectl rollout restart` sends (strategic merge patch)."""
-    stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
 
 

@@ -20,8 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from webhook import cluster as kube
-from webhook.audit import (DELETE, NEEDS_RESTART, RESTART, AuditResult, OwnerGroup, add_settings_argument, classify,
-                           collect, load_settings)
+from webhook.audit import (
+    DELETE,
+    NEEDS_RESTART,
+    RESTART,
+    AuditResult,
+    OwnerGroup,
+    add_settings_argument,
+    classify,
+    collect,
+    load_settings,
+)
 from webhook.config import Settings
 from webhook.output import emit, plural, table
 from webhook.readiness import Progress, cannot_restart, progress, restart_patch
@@ -102,7 +111,7 @@ class Runner:
     timeout: float = 300.0
     poll_interval: float = 2.0
     reporter: Reporter | None = None
-    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     stopped: str = field(default="", init=False)

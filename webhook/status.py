@@ -281,7 +281,7 @@ def render(data: dict[str, Any]) -> str:
 @kube.guarded
 def run(args: argparse.Namespace) -> int:
     cluster = kube.connect_from(args)
-    report = gather(cluster, args, dt.datetime.now(dt.timezone.utc))
+    report = gather(cluster, args, dt.datetime.now(dt.UTC))
     emit(report.as_dict(), args.output, render)
     return report.exit_code
 

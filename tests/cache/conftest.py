@@ -92,7 +92,7 @@ class Dnsmasq:
         self.probe = "web.default.svc.cluster.local" if auth else "www.example.org"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Dnsmasq":
+    def start(self) -> Dnsmasq:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -219,7 +219,7 @@ def raw_udp(port: int, payload: bytes, timeout: float = 1.0) -> bytes | None:
         sock.sendto(payload, ("127.0.0.1", port))
         try:
             return sock.recv(65535)
-        except socket.timeout:
+        except TimeoutError:
             return None
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import dns.flags
-import dns.query
 import dns.message
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.reversename

@@ -24,7 +24,7 @@ WAIT = 5.0  # generous bound for every receive, so a broken listener fails the t
 class LoopThread:
     """An asyncio loop in a thread, serving one BatchListener on a loopback socket."""
 
-    def __init__(self, family: int, handler_factory: Callable[["LoopThread"], batchio.Handler], loop_factory) -> None:
+    def __init__(self, family: int, handler_factory: Callable[[LoopThread], batchio.Handler], loop_factory) -> None:
         self.loop = loop_factory()
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))

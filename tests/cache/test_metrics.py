@@ -18,7 +18,7 @@ def test_metric_values_after_a_known_sequence(tmp_path, kube_dns):
         cache.tcp(dns.message.make_query("web.default.svc.cluster.local", "AAAA"))  # miss over TCP
         assert raw_udp(cache.port, b"\x12\x34\x01\x00\x00\x02" + b"\x00" * 6) is not None  # FORMERR
         m = cache.metrics()
-        status, text = cache.http("/metrics", cache.metrics_port)
+        _status, text = cache.http("/metrics", cache.metrics_port)
         families = {f.name: f for f in text_string_to_metric_families(text)}  # prometheus-client's own parser
         assert families["coredns_dns_requests"].type == "counter"
         assert families["coredns_forward_request_duration_seconds"].type == "histogram"

@@ -20,7 +20,7 @@ def forging_upstream(sock: socket.socket, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             data, addr = sock.recvfrom(4096)
-        except socket.timeout:
+        except TimeoutError:
             continue
         query = dns.message.from_wire(data)
         name = query.question[0].name

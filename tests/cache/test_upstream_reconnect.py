@@ -57,7 +57,7 @@ def burst(cache: Cache, indexes: range, wait: float = 30) -> dict[int, dns.messa
             sock.settimeout(max(deadline - time.monotonic(), 0.01))
             try:
                 message = dns.message.from_wire(sock.recv(4096))
-            except socket.timeout:
+            except TimeoutError:
                 break
             if message.id in by_id and by_id[message.id].is_response(message):
                 answers[message.id] = message

@@ -23,7 +23,7 @@ class LoopbackTLSServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "LoopbackTLSServer":
+    def __enter__(self) -> LoopbackTLSServer:
         self._thread.start()
         return self
 
@@ -47,7 +47,7 @@ class LoopbackTLSServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             with conn:
                 conn.settimeout(5)

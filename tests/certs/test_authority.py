@@ -111,7 +111,7 @@ def test_serials_are_random_and_long(ca):
 
 
 def test_lifetimes_ca_years_leaf_months_and_leaf_never_outlives_ca():
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     ca = new_ca(now=now)
     leaf = new_serving_cert(ca, ["a"], now=now)
     assert ca.cert.not_valid_after_utc - now == dt.timedelta(days=5 * 365)

@@ -81,7 +81,7 @@ def test_key_that_does_not_match_its_certificate_is_refused():
 
 
 def test_expired_ca_is_refused_then_rolled_on_request():
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
     ca = new_ca(lifetime=dt.timedelta(days=365), now=past)
     leaf = new_serving_cert(ca, list(TARGET.dns_names()), now=past)
     with seeded_api() as api:

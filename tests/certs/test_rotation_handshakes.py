@@ -9,8 +9,15 @@ from cryptography import x509
 from certs.authority import is_signed_by, new_ca, new_serving_cert, utcnow
 from certs.reconcile import reconcile_once
 from certs.rotation import Action, Policy
-from tests.certs.cluster import TARGET, ca_bundles, kube_for, secret_data, seed_secret, seeded_api, \
-    webhook_configuration
+from tests.certs.cluster import (
+    TARGET,
+    ca_bundles,
+    kube_for,
+    secret_data,
+    seed_secret,
+    seeded_api,
+    webhook_configuration,
+)
 from tests.certs.handshake import LoopbackTLSServer
 from tests.kubeapi import FakeKubeAPI
 

@@ -8,7 +8,7 @@ from certs.reconcile import reconcile_once
 from certs.rotation import Action, Observed, Policy, bundle_after_trusting_signer, next_step
 from tests.certs.cluster import TARGET, kube_for, seeded_api
 
-T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 POLICY = Policy(TARGET.dns_names())  # 90-day leaf renewed 30 days early, CA rolled 180 days early, 5 min waits
 

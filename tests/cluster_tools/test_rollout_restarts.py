@@ -42,7 +42,7 @@ def test_yes_restarts_each_workload_and_waits_until_ready(api, cli):
     w.statefulset(api, "shop", "db")
     w.daemonset(api, "shop", "agent")
     w.cronjob(api, "shop", "nightly")
-    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
     with w.Controller(api, "Deployment", "shop", "web"), w.Controller(api, "StatefulSet", "shop", "db"), \
             w.Controller(api, "DaemonSet", "shop", "agent"):
         result = cli("rollout", "--yes", "--timeout", "20", "-o", "json", *FAST)

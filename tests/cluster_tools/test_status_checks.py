@@ -103,7 +103,7 @@ def test_certificate_for_the_wrong_name_or_expired(api, cli):
 def test_expired_and_soon_expiring_certificate():
     ca = new_ca()
     leaf = new_serving_cert(ca, service_dns_names("localdns-webhook", NS), lifetime=dt.timedelta(days=10))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     soon, _ = status.check_certificate(ca.cert_pem(), leaf.cert_pem(), now)
     assert soon.state == "warn" and "renew soon" in soon.detail
     later, _ = status.check_certificate(ca.cert_pem(), leaf.cert_pem(), now + dt.timedelta(days=11))

@@ -132,7 +132,7 @@ class Controller:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.completed = threading.Event()
 
-    def __enter__(self) -> "Controller":
+    def __enter__(self) -> Controller:
         self._thread.start()
         return self
 

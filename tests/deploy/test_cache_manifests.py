@@ -11,8 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.render import (KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_IP, cache_config, container, expanded_args,
-                                 find, flag_values, plain_env, pod_spec, rendered)
+from tests.deploy.render import (
+    KUBE_DNS,
+    KUBE_DNS_UPSTREAM,
+    LOCAL_IP,
+    cache_config,
+    container,
+    expanded_args,
+    find,
+    flag_values,
+    plain_env,
+    pod_spec,
+    rendered,
+)
 
 NODE_IP = "192.0.2.7"  # what the kubelet puts in status.hostIP (documentation range)
 DOWNWARD = {"status.hostIP": NODE_IP}

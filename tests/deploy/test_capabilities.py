@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import require_root, require_tool
-from tests.deploy.render import (LOCAL_IP, cache_config, container, expanded_args, find, flag_values, rendered)
+from tests.deploy.render import LOCAL_IP, cache_config, container, expanded_args, find, rendered
 from tests.netsetup.netns import PYTHON, Netns
 
 STARTUP_LIMIT_SECONDS = 30  # a bound on waiting for the cache, not a timing assertion

@@ -9,9 +9,23 @@ import re
 import pytest
 import yaml
 
-from tests.deploy.render import (CLUSTER_DOMAIN, DEFAULT, DEPLOY, IMAGE, KUBE_DNS, KUBE_DNS_UPSTREAM, LOCAL_IP,
-                                 OPTIONAL_COMPONENTS, all_containers, container, expanded_args, find, flag_values,
-                                 plain_env, rendered)
+from tests.deploy.render import (
+    CLUSTER_DOMAIN,
+    DEFAULT,
+    DEPLOY,
+    IMAGE,
+    KUBE_DNS,
+    KUBE_DNS_UPSTREAM,
+    LOCAL_IP,
+    OPTIONAL_COMPONENTS,
+    all_containers,
+    container,
+    expanded_args,
+    find,
+    flag_values,
+    plain_env,
+    rendered,
+)
 
 DOWNWARD = {"status.hostIP": "192.0.2.7", "metadata.namespace": "localdns-system"}
 EVERYTHING = ("builtin-certs", *OPTIONAL_COMPONENTS)

@@ -6,8 +6,18 @@ import re
 
 import yaml
 
-from tests.deploy.render import (ALL_COMPONENTS, DEPLOY, ROOT, container, copy_tree, expanded_args, find,
-                                 flag_values, kustomize, select_components)
+from tests.deploy.render import (
+    ALL_COMPONENTS,
+    DEPLOY,
+    ROOT,
+    container,
+    copy_tree,
+    expanded_args,
+    find,
+    flag_values,
+    kustomize,
+    select_components,
+)
 
 DOC = ROOT / "docs" / "install.md"
 

@@ -10,8 +10,18 @@ import io
 
 import pytest
 
-from tests.deploy.render import (CLUSTER_DOMAIN, LOCAL_IP, container, expanded_args, find, find_all, flag_values,
-                                 plain_env, pod_spec, rendered)
+from tests.deploy.render import (
+    CLUSTER_DOMAIN,
+    LOCAL_IP,
+    container,
+    expanded_args,
+    find,
+    find_all,
+    flag_values,
+    plain_env,
+    pod_spec,
+    rendered,
+)
 
 POD_DOWNWARD = {"metadata.namespace": "localdns-system"}
 
@@ -59,8 +69,9 @@ def test_webhook_serve_flags_parse_and_match_the_ports(default) -> None:
 @pytest.mark.parametrize("components", [("builtin-certs",), ("builtin-certs", "fallback-nameserver")],
                          ids=["default", "fallback-nameserver"])
 def test_webhook_environment_is_what_the_settings_read(components) -> None:
-    from webhook.config import ENV_PREFIX, Settings
     from dataclasses import fields
+
+    from webhook.config import ENV_PREFIX, Settings
     objects = rendered(components)
     env = plain_env(container(find(objects, "Deployment", "localdns-webhook"), "webhook"))
     known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} | {"LOCALDNS_CONFIG", "LOCALDNS_LOG_LEVEL"}

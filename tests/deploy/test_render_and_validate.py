@@ -8,8 +8,16 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from tests.deploy.render import (ALL_COMPONENTS, DEFAULT, DEPLOY, OPTIONAL_COMPONENTS, find, find_all, kustomize,
-                                 rendered)
+from tests.deploy.render import (
+    ALL_COMPONENTS,
+    DEFAULT,
+    DEPLOY,
+    OPTIONAL_COMPONENTS,
+    find,
+    find_all,
+    kustomize,
+    rendered,
+)
 
 K8S_VERSION = "1.35.0"  # the kubectl/kustomize we render with; kubernetes-validate ships its schemas
 CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")

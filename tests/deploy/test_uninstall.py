@@ -12,8 +12,18 @@ import shlex
 
 import pytest
 
-from tests.deploy.render import (KUBE_DNS, LOCAL_IP, OPTIONAL_COMPONENTS, cache_config, container, expanded_args,
-                                 find, flag_values, pod_spec, rendered)
+from tests.deploy.render import (
+    KUBE_DNS,
+    LOCAL_IP,
+    OPTIONAL_COMPONENTS,
+    cache_config,
+    container,
+    expanded_args,
+    find,
+    flag_values,
+    pod_spec,
+    rendered,
+)
 
 DOWNWARD = {"status.hostIP": "192.0.2.7"}
 

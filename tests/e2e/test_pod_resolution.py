@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.topology import (KUBE_DNS_IP, LOCAL_IP, NODE_UPSTREAM_IP, POD_IP, PYTHON, RECORDS, Cache,
-                                Topology, remove_our_rules)
+from tests.e2e.topology import (
+    KUBE_DNS_IP,
+    LOCAL_IP,
+    NODE_UPSTREAM_IP,
+    POD_IP,
+    PYTHON,
+    RECORDS,
+    Cache,
+    Topology,
+    remove_our_rules,
+)
 
 GETADDRINFO = """
 import json, socket, sys
@@ -72,7 +81,7 @@ def test_real_clients_resolve_through_the_cache_without_conntrack(clean_node: To
         asked = " ".join(new_queries)
         assert "www.example.org.default.svc.cluster.local" in asked
         assert "www.example.org.cluster.local" in asked
-        assert f"query[A] www.example.org from" in asked
+        assert "query[A] www.example.org from" in asked
 
         # Misses went to kube-dns over TCP only; the external zone to the node's upstream over UDP.
         assert topo.conntrack(topo.kube_dns, "-p", "tcp", "--orig-dst", KUBE_DNS_IP, "--dport", "53")

@@ -79,7 +79,7 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         self.lockfile.unlink(missing_ok=True)
 
-    def __enter__(self) -> "Netns":
+    def __enter__(self) -> Netns:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,7 +12,8 @@ import json
 import subprocess
 
 import kubernetes_validate
-from hypothesis import HealthCheck, assume, example, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, assume, example, given
+from hypothesis import settings as hypothesis_settings
 
 from tests.conftest import require_tool
 from tests.webhook.strategies import all_settings, namespaces, pods

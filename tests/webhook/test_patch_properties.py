@@ -7,16 +7,17 @@ import copy
 import json
 
 import jsonpatch
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tests.webhook.strategies import LOCAL_IP, all_settings, json_values, namespaces, pods, sparse_pods
 from webhook import resolvconf
 from webhook.app import answer_review
 from webhook.config import Settings
 from webhook.patch import mutated_pod, patch_for
-from webhook.review import check_pod
 from webhook.policy import Outcome, decide
-from webhook.review import BadReview, parse, review_for
+from webhook.review import BadReview, check_pod, parse, review_for
 
 PROPERTY = hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -62,7 +62,7 @@ def section(output: str, title: str) -> str:
     start = lines.index(title) + 1
     body = []
     for line in lines[start:]:
-        if not line.strip() or line.startswith("== ") or line.endswith(":") and not line.startswith(" "):
+        if not line.strip() or line.startswith("== ") or (line.endswith(":") and not line.startswith(" ")):
             break
         body.append(line)
     return "\n".join(body) + "\n"
