@@ -15,8 +15,9 @@ at the answers' own bytes. When a wakeup finds a single datagram, traffic is lig
 than it saves: the listener then reads one datagram per wakeup with recvfrom and answers with sendto, and every
 QUIET_PROBE-th wakeup tries recvmmsg again, batching as soon as it finds more than one datagram.
 
-`available()` says whether this works here (Linux with recvmmsg/sendmmsg in libc, and not switched off with
-LOCALDNS_BATCHIO=off); `start_udp()` falls back to a plain asyncio datagram endpoint elsewhere.
+`start_udp()` is the one entry point for every UDP listener: batched where `available()` (Linux with
+recvmmsg/sendmmsg in libc, not switched off with --no-udp-batch or LOCALDNS_BATCHIO=off), a plain asyncio datagram
+endpoint otherwise, both calling the same `handle(data, addr, send)`.
 """
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+from .addresses import Peer
 
 log = logging.getLogger(__name__)
 
-Address = Any  # what socket.recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
-Send = Callable[[bytes, Address], None]
-Handler = Callable[[bytes, Address, Send], None]
+Send = Callable[[bytes, Peer], None]
+Handler = Callable[[bytes, Peer, Send], None]
 
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
@@ -87,7 +89,7 @@ def _bytes_data_offset() -> int | None:
     iovecs at the answers themselves instead of copying them; None (copy instead) if that does not hold here."""
     if sys.implementation.name != "cpython":
         return None
-    offsets = {ctypes.cast(ctypes.c_char_p(sample), ctypes.c_void_p).value - id(sample)
+    offsets = {(ctypes.cast(ctypes.c_char_p(sample), ctypes.c_void_p).value or 0) - id(sample)
                for sample in (b"probe", b"x" * 100, bytes(range(7)))}
     return offsets.pop() if len(offsets) == 1 else None
 
@@ -143,11 +145,14 @@ class _MessageArray:
         self.address = ctypes.addressof(self._headers)
         self.size = ctypes.sizeof(self._headers)
         self.words = memoryview(self._headers).cast("B").cast("I")
-        self.pointers = memoryview(self._headers).cast("B").cast("N")  # msg_name at pointers[i * _STRIDE_PTRS]
-        self.iovs = memoryview(self._iovecs).cast("B").cast("N")  # base, len, base, len, ...
+        # "N" is size_t, which typeshed's literal list of formats lacks.
+        self.pointers = memoryview(self._headers).cast("B").cast("N")  # type: ignore[call-overload]
+        self.iovs = memoryview(self._iovecs).cast("B").cast("N")  # type: ignore[call-overload]  # base, len, ...
         self.data = memoryview(self._data).cast("B")
         self.names = memoryview(self._names).cast("B")
-        self.data_bytes, self.names_bytes = self._data, self._names  # slicing a c_char array gives bytes at once
+        # Slicing a c_char array gives bytes at once (typeshed says list[bytes]).
+        self.data_bytes: Any = self._data
+        self.names_bytes: Any = self._names
         self.name_words = self.names.cast("Q")  # an IPv4 sockaddr's family, port and address in one int
         # Where slot i's fields are in those views, computed once instead of per datagram.
         self.rx_slots = [(i * _STRIDE + _LEN, i * _STRIDE + _NAMELEN, i * NAME_SLOT, i * NAME_SLOT // 8, i * slot)
@@ -175,11 +180,11 @@ class BatchListener:
         self._recvmmsg, self._sendmmsg = _LIBC
         self._rx = _MessageArray(batch_size, RECV_SLOT)
         self._tx = _MessageArray(batch_size, SEND_SLOT)
-        self._out: list[tuple[bytes, Address]] = []
+        self._out: list[tuple[bytes, Peer]] = []
         self._batching = False
         self._quiet = 0  # > 0: light traffic, wakeups left before the next recvmmsg probe (plain recvfrom/sendto)
-        self._addresses: dict[int | bytes, Address] = {}  # IPv4 sockaddr as an int, else raw bytes -> tuple
-        self._raw_addresses: dict[Address, bytes] = {}  # and back, for sendmmsg
+        self._addresses: dict[int | bytes, Peer] = {}  # IPv4 sockaddr as an int, else raw bytes -> tuple
+        self._raw_addresses: dict[Peer, bytes] = {}  # and back, for sendmmsg
         self._loop: asyncio.AbstractEventLoop | None = None
         self.received = self.sent = self.batches = self.unbatched = 0
         self.truncated = self.dropped = self.send_errors = self.receive_errors = self.handler_errors = 0
@@ -200,7 +205,7 @@ class BatchListener:
                  "handler_errors")
         return {name: getattr(self, name) for name in names}
 
-    def send(self, data: bytes, addr: Address) -> None:
+    def send(self, data: bytes, addr: Peer) -> None:
         """The `send` handed to the resolver: batched inside a receive batch, a direct sendto otherwise.
 
         The batch is flushed after each datagram once it holds a batch's worth of answers, and `_flush` sends any
@@ -357,7 +362,7 @@ class BatchListener:
             log.debug("sendmmsg: %s", os.strerror(err))
             start += 1
 
-    def _sendto(self, data: bytes, addr: Address) -> None:
+    def _sendto(self, data: bytes, addr: Peer) -> None:
         try:
             self._sock.sendto(data, addr)
             self.sent += 1
@@ -367,7 +372,7 @@ class BatchListener:
             self.send_errors += 1
             log.debug("sendto %s: %s", addr, exc)
 
-    def _learn_address(self, key: int | bytes, raw: bytes) -> Address:
+    def _learn_address(self, key: int | bytes, raw: bytes) -> Peer:
         addr = decode_sockaddr(raw)
         if len(self._addresses) >= ADDRESS_CACHE_MAX:
             self._addresses.clear()
@@ -377,7 +382,7 @@ class BatchListener:
         return addr
 
 
-def decode_sockaddr(raw: bytes) -> Address:
+def decode_sockaddr(raw: bytes) -> Peer:
     """A raw sockaddr_in/sockaddr_in6 as the tuple socket.recvfrom would return."""
     family = int.from_bytes(raw[0:2], sys.byteorder)
     port = int.from_bytes(raw[2:4], "big")
@@ -400,31 +405,41 @@ class _PlainProtocol(asyncio.DatagramProtocol):
 
     def __init__(self, handle_datagram: Handler) -> None:
         self._handle = handle_datagram
-        self._send: Send | None = None
+        self._send: Send = _not_connected
 
-    def connection_made(self, transport: asyncio.DatagramTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if hasattr(transport, "max_size"):  # the default loop would read into 256 KiB per datagram
             transport.max_size = RECV_SLOT
-        self._send = transport.sendto
+        self._send = transport.sendto  # type: ignore[attr-defined]
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    def datagram_received(self, data: bytes, addr: Peer) -> None:
         try:
             self._handle(data, addr, self._send)
         except Exception:
             log.exception("handling a datagram from %s failed", addr)
 
 
-async def start_udp(sock: socket.socket, handle_datagram: Handler, *, batch_size: int = DEFAULT_BATCH):
-    """Serve a bound UDP socket on the running loop; the returned object's `close()` stops it.
+def _not_connected(data: bytes, addr: Peer) -> None:
+    raise ConnectionError("the datagram endpoint is not connected yet")
 
-    Batched (BatchListener) where `available()`, else a plain asyncio datagram endpoint, so a caller never has
-    to handle the fallback itself.
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+async def start_udp(sock: socket.socket, handle_datagram: Handler, *, batched: bool = True,
+                    batch_size: int = DEFAULT_BATCH) -> tuple[Closable, bool]:
+    """Serve a bound UDP socket on the running loop: (what to `close()` to stop, whether it is batched).
+
+    Batched (BatchListener) when asked and `available()`, else a plain asyncio datagram endpoint, so a caller
+    never has to handle the fallback itself.
     """
-    if available():
+    if batched and available():
         listener = BatchListener(sock, handle_datagram, batch_size=batch_size)
         listener.start()
-        return listener
-    log.info("recvmmsg/sendmmsg not available or LOCALDNS_BATCHIO=off: plain UDP listener")
+        return listener, True
+    if batched:
+        log.info("recvmmsg/sendmmsg not available or LOCALDNS_BATCHIO=off: plain UDP listener")
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: _PlainProtocol(handle_datagram), sock=sock)
-    return transport
+    return transport, False

@@ -1,20 +1,22 @@
 """Settings from flags and an optional YAML file with the same keys (long flag names without `--`).
 
 Precedence: flags given on the command line, then the file, then the defaults. The file is re-read on change or
-SIGHUP; a bad file keeps the settings in force and says why (`ConfigError`).
+SIGHUP; a bad file keeps the settings in force and says why (`SettingsError`).
 """
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import os
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from . import wire
-from .upstream import Address, parse_address
+from .addresses import DNS_PORT, Address, parse_address, parse_host_port
+from .limits import Limits
 
-DEFAULT_PORT = 53
 KUBE_DNS_ENV = "KUBE_DNS_UPSTREAM_SERVICE_HOST"
 KUBE_DNS_PORT_ENV = "KUBE_DNS_UPSTREAM_SERVICE_PORT"
 KUBE_DNS_ZONES = ("in-addr.arpa", "ip6.arpa")  # with the cluster domain: what node-local-dns sends to kube-dns
@@ -23,7 +25,7 @@ RESTART_ONLY = ("listen", "allow_wildcard", "health", "metrics", "udp_batch", "s
                 "interface_kind", "skip_teardown", "tcp_max_connections")
 
 
-class ConfigError(ValueError):
+class SettingsError(ValueError):
     """Settings that cannot be used; the message says which key and why."""
 
 
@@ -38,14 +40,7 @@ class Settings:
     health: str = ""  # "" = first listen IP, port 8080; "off" = none
     metrics: str = "0.0.0.0:9253"  # "off" = none
     config: str | None = None
-    success_ttl: int = 30
-    success_size: int = 9984
-    denial_ttl: int = 5
-    denial_size: int = 9984
-    servfail_ttl: int = 5
-    stale_for: int = 3600
-    prefetch: int = 3
-    upstream_timeout: float = 2.0
+    limits: Limits = field(default_factory=Limits)  # its fields are flags and keys of their own, like these
     drain: float = 5.0
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
@@ -59,7 +54,7 @@ class Settings:
 
     # Derived views, validated by `check`.
     def listen_addresses(self) -> list[tuple[str, int]]:
-        return [_host_port(text, "listen") for text in self.listen]
+        return [_host_port(text, "listen", DNS_PORT) for text in self.listen]
 
     def http_address(self, which: str) -> tuple[str, int] | None:
         value = getattr(self, which)
@@ -70,12 +65,12 @@ class Settings:
         host, port = _host_port(value, which, default_port=None)
         return host, port
 
-    def zones(self, environ: dict[str, str] | None = None) -> dict[str, list[Address]]:
+    def zones(self, environ: Mapping[str, str] | None = None) -> dict[str, list[Address]]:
         """Forward zone -> upstreams: node-local-dns's defaults, then each --forward replacing its zone."""
-        environ = os.environ if environ is None else environ
+        env: Mapping[str, str] = os.environ if environ is None else environ
         kube_dns = self.kube_dns
-        if not kube_dns and environ.get(KUBE_DNS_ENV):
-            kube_dns = f"{environ[KUBE_DNS_ENV]}:{environ.get(KUBE_DNS_PORT_ENV, DEFAULT_PORT)}"
+        if not kube_dns and env.get(KUBE_DNS_ENV):
+            kube_dns = f"{env[KUBE_DNS_ENV]}:{env.get(KUBE_DNS_PORT_ENV, DNS_PORT)}"
         zones: dict[str, list[Address]] = {}
         if kube_dns:
             target = _address(kube_dns, "kube-dns", default_proto="tcp")
@@ -84,38 +79,39 @@ class Settings:
                 zones[_zone(zone)] = [target]
         resolvers = read_resolv_conf(self.resolv_conf)
         if resolvers:
-            zones["."] = [Address("udp", ip, DEFAULT_PORT) for ip in resolvers]
+            zones["."] = [Address("udp", ip, DNS_PORT) for ip in resolvers]
         for spec in self.forward:
             zone, sep, targets = spec.partition("=")
             if not sep or not targets:
-                raise ConfigError(f"forward {spec!r}: expected ZONE=udp://IP:PORT[,tcp://IP:PORT...]")
+                raise SettingsError(f"forward {spec!r}: expected ZONE=udp://IP:PORT[,tcp://IP:PORT...]")
             addresses = [_address(t, "forward") for t in targets.split(",") if t.strip()]
             if not addresses:
-                raise ConfigError(f"forward {spec!r}: no upstream address")
+                raise SettingsError(f"forward {spec!r}: no upstream address")
             zones[_zone(zone)] = addresses
         if _zone(self.cluster_domain) not in zones:
-            raise ConfigError(f"no upstream for {self.cluster_domain}: give --kube-dns IP[:PORT] (or set "
+            raise SettingsError(f"no upstream for {self.cluster_domain}: give --kube-dns IP[:PORT] (or set "
                               f"{KUBE_DNS_ENV}, as Kubernetes does for a kube-dns-upstream Service), or "
                               f"--forward {self.cluster_domain}=tcp://IP:PORT")
         return zones
 
-    def check(self, environ: dict[str, str] | None = None) -> None:
-        """Raise ConfigError unless these settings can run: addresses, sizes, and no forward loop to ourselves."""
+    def check(self, environ: Mapping[str, str] | None = None) -> None:
+        """Raise SettingsError unless these settings can run: addresses, sizes, and no forward loop to ourselves."""
         listen = self.listen_addresses()
         if not listen:
-            raise ConfigError("listen: at least one IP:PORT")
+            raise SettingsError("listen: at least one IP:PORT")
         for host, port in listen:
             if ipaddress.ip_address(host).is_unspecified and not self.allow_wildcard:
-                raise ConfigError(f"listen {host}:{port}: a wildcard address would answer on every address of the "
+                raise SettingsError(f"listen {host}:{port}: a wildcard address would answer on every address of the "
                                   "node (an open resolver on its public IP); name the addresses, or pass "
                                   "--allow-wildcard")
-        for name in ("success_ttl", "success_size", "denial_ttl", "denial_size", "servfail_ttl", "stale_for",
-                     "prefetch", "tcp_max_connections"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name.replace('_', '-')}: must not be negative")
-        for name in ("upstream_timeout", "drain", "tcp_idle_timeout", "sync_interval"):
+        problems = self.limits.problems()
+        if problems:
+            raise SettingsError("; ".join(problems))
+        if self.tcp_max_connections < 0:
+            raise SettingsError("tcp-max-connections: must not be negative")
+        for name in ("drain", "tcp_idle_timeout", "sync_interval"):
             if not getattr(self, name) > 0 and not (name == "drain" and self.drain == 0):
-                raise ConfigError(f"{name.replace('_', '-')}: must be positive")
+                raise SettingsError(f"{name.replace('_', '-')}: must be positive")
         self.http_address("health")
         self.http_address("metrics")
         for zone, targets in self.zones(environ).items():
@@ -123,37 +119,22 @@ class Settings:
                 for host, port in listen:
                     same_host = host == target.host or ipaddress.ip_address(host).is_unspecified
                     if same_host and port == target.port:
-                        raise ConfigError(f"forwarding loop: zone {zone} forwards to {target}, which is this "
+                        raise SettingsError(f"forwarding loop: zone {zone} forwards to {target}, which is this "
                                           f"cache's own listen address {host}:{port}")
 
 
-def _host_port(text: str, key: str, default_port: int | None = DEFAULT_PORT) -> tuple[str, int]:
-    text = str(text).strip()
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]")
-        port = port.lstrip(":")
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    elif text.count(":") > 1:
-        host, port = text, ""
-    else:
-        host, port = text, ""
-    host = host or "0.0.0.0"
+def _host_port(text: str, key: str, default_port: int | None) -> tuple[str, int]:
     try:
-        ipaddress.ip_address(host)
-        number = int(port) if port else default_port
-        if number is None or not 0 <= number < 65536:
-            raise ValueError
-    except (ValueError, TypeError):
-        raise ConfigError(f"{key} {text!r}: expected IP:PORT (IPv6 as [::1]:53)") from None
-    return host, number
+        return parse_host_port(text, default_port)
+    except ValueError as error:
+        raise SettingsError(f"{key} {error}") from None
 
 
 def _address(text: str, key: str, default_proto: str = "udp") -> Address:
     try:
         return parse_address(text, default_proto)
     except ValueError as error:
-        raise ConfigError(f"{key}: {error}") from None
+        raise SettingsError(f"{key}: {error}") from None
 
 
 def _zone(zone: str) -> str:
@@ -161,7 +142,7 @@ def _zone(zone: str) -> str:
     try:
         wire.encode_name(zone or ".")
     except (ValueError, UnicodeEncodeError):
-        raise ConfigError(f"zone {zone!r}: not a DNS name") from None
+        raise SettingsError(f"zone {zone!r}: not a DNS name") from None
     return zone or "."
 
 
@@ -206,7 +187,7 @@ _HELP = {
     "drain": "seconds the sockets keep answering after SIGTERM (/ready says 503)",
     "tcp_idle_timeout": "seconds an idle TCP client connection stays open",
     "tcp_max_connections": "most TCP client connections at once",
-    "udp_batch": "read and answer UDP in batches (recvmmsg/sendmmsg) when cache.batchio is available",
+    "udp_batch": "read and answer UDP in batches (recvmmsg/sendmmsg) where the kernel and libc offer them",
     "setup_network": "create the link-local interface and NOTRACK rules (needs CAP_NET_ADMIN)",
     "interface_name": "the interface --setup-network creates",
     "interface_kind": "its kind (dummy)",
@@ -220,22 +201,31 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def option_fields() -> list[Field[Any]]:
+    """Every flag and config key: the Settings fields, with `limits` standing for the Limits fields."""
+    return [*(f for f in fields(Settings) if f.name != "limits"), *fields(Limits)]
+
+
+LIMIT_NAMES = frozenset(f.name for f in fields(Limits))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cache", description="localdns node-local DNS cache",
                                      argument_default=argparse.SUPPRESS)
-    for f in fields(Settings):
-        kwargs = {"help": f"{_HELP[f.name]} (default: {_show_default(f.default)})", "dest": f.name}
+    for f in option_fields():
+        help_text = f"{_HELP[f.name]} (default: {_show_default(f.default)})"
         if f.name in _LISTS:
-            parser.add_argument(_flag(f.name), action="append", metavar="VALUE", **kwargs)
+            parser.add_argument(_flag(f.name), action="append", metavar="VALUE", help=help_text, dest=f.name)
         elif f.type in ("bool", bool):
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=help_text, dest=f.name)
         else:
             converter = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(_flag(f.name), type=converter, metavar=f.name.split("_")[-1].upper(), **kwargs)
+            parser.add_argument(_flag(f.name), type=converter, metavar=f.name.split("_")[-1].upper(),
+                                help=help_text, dest=f.name)
     return parser
 
 
-def _show_default(value) -> str:
+def _show_default(value: object) -> str:
     if isinstance(value, tuple):
         return ", ".join(value) or "none"
     if value is None or value == "":
@@ -243,31 +233,31 @@ def _show_default(value) -> str:
     return str(value)
 
 
-def from_file(path: str) -> dict:
-    """The file's settings as field names -> values; ConfigError says what is wrong with it."""
+def from_file(path: str) -> dict[str, Any]:
+    """The file's settings as field names -> values; SettingsError says what is wrong with it."""
     import yaml  # only with --config: PyYAML and its C loader cost 1.3 MB of RSS on every node otherwise
 
     try:
         document = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as error:
-        raise ConfigError(f"config {path}: {error.strerror or error}") from None
+        raise SettingsError(f"config {path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"config {path}: not YAML: {error}") from None
+        raise SettingsError(f"config {path}: not YAML: {error}") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"config {path}: expected a mapping of flag names to values")
-    known = {f.name: f for f in fields(Settings)}
+        raise SettingsError(f"config {path}: expected a mapping of flag names to values")
+    known = {f.name: f for f in option_fields()}
     values = {}
     for key, value in document.items():
         name = str(key).lstrip("-").replace("-", "_")
         if name not in known or name == "config":
-            raise ConfigError(f"config {path}: unknown key {key!r}")
+            raise SettingsError(f"config {path}: unknown key {key!r}")
         values[name] = _coerce(name, known[name].type, value, path)
     return values
 
 
-def _coerce(name: str, kind, value, path: str):
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"config {path}: {name.replace('_', '-')} must be {expected}, not {value!r}")
+def _coerce(name: str, kind: object, value: object, path: str) -> object:
+    def bad(expected: str) -> SettingsError:
+        return SettingsError(f"config {path}: {name.replace('_', '-')} must be {expected}, not {value!r}")
     if name in _LISTS:
         if isinstance(value, str):
             value = [value]
@@ -290,7 +280,8 @@ def _coerce(name: str, kind, value, path: str):
     return str(value)
 
 
-def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> tuple[Settings, dict]:
+def load(argv: list[str] | None = None,
+         environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, Any]]:
     """Settings from argv (and its --config file), checked; also the explicit flags, for later reloads."""
     explicit = vars(build_parser().parse_args(argv))
     for name in _LISTS & explicit.keys():
@@ -299,10 +290,13 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     return settings, explicit
 
 
-def resolve(explicit: dict, environ: dict[str, str] | None = None) -> Settings:
+def resolve(explicit: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
     """Defaults, then the config file, then the explicit flags; checked."""
     file_values = from_file(explicit["config"]) if explicit.get("config") else {}
-    settings = replace(Settings(), **{**file_values, **explicit})
+    values = {**file_values, **explicit}
+    limits = Limits(**{name: value for name, value in values.items() if name in LIMIT_NAMES})
+    settings = replace(Settings(), limits=limits,
+                       **{name: value for name, value in values.items() if name not in LIMIT_NAMES})
     settings.check(environ)
     return settings
 
@@ -311,4 +305,4 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     return [name.replace("_", "-") for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
 
 
-__all__ = ["ConfigError", "Settings", "build_parser", "load", "read_resolv_conf", "resolve"]
+__all__ = ["Settings", "SettingsError", "build_parser", "load", "read_resolv_conf", "resolve"]

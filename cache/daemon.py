@@ -11,17 +11,23 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import config
-from .config import ConfigError, Settings
-from .health import serve_http, text
-from .metrics import Metrics, Stats
-from .resolver import Options, Resolver
+from .config import Settings, SettingsError
+from .health import Response, serve_http, text
+from .metrics import Metrics
+from .resolver import Resolver
 from .server import Listeners
-from .store import Limits
+from .stats import Stats
+from .store import Store
 from .upstream import Group, Upstream
+
+if TYPE_CHECKING:  # imported when --setup-network asks for it: pyroute2 and ctypes.util cost 2 MB of RSS
+    from .netsetup import NodeNetwork
 
 log = logging.getLogger("cache")
 
@@ -30,39 +36,33 @@ LOOP_PROBE_PAUSES = (1.0, 2.0, 4.0)
 SETUP_ERROR_TYPES = ("interfaceadd", "iptables", "iptables_lock", "configmap")
 
 
-def options_from(settings: Settings) -> Options:
-    limits = Limits(settings.success_ttl, settings.success_size, settings.denial_ttl, settings.denial_size,
-                    settings.servfail_ttl, settings.stale_for)
-    return Options(limits, settings.upstream_timeout, settings.prefetch)
-
-
-def build_groups(settings: Settings, stats: Stats, metrics: Metrics | None,
-                 environ: dict[str, str] | None = None) -> dict[str, Group]:
-    return {zone: Group(zone, [Upstream(a, stats, metrics) for a in addresses], stats)
+def build_groups(settings: Settings, stats: Stats, environ: Mapping[str, str] | None = None) -> dict[str, Group]:
+    """One upstream group per forward zone, each upstream counting into `stats`."""
+    return {zone: Group(zone, [Upstream(a, stats) for a in addresses], stats)
             for zone, addresses in settings.zones(environ).items()}
 
 
 class Daemon:
-    def __init__(self, settings: Settings, explicit: dict | None = None,
-                 environ: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, explicit: Mapping[str, Any] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.explicit = explicit if explicit is not None else {}
         self.environ = environ
         self.stats = Stats()
-        self.resolver = Resolver({}, options_from(settings), self.stats, on_loop=self._on_loop)
-        store = self.resolver.store
-        self.metrics = Metrics(self.stats, store.sizes, lambda: dict(store.evictions))
-        self.resolver.configure(build_groups(settings, self.stats, self.metrics, environ), options_from(settings))
+        self.store = Store(settings.limits)
+        self.resolver = Resolver(build_groups(settings, self.stats, environ), self.store, self.stats,
+                                 settings.limits, on_loop=self._on_loop)
+        self.metrics = Metrics(self.stats, self.store)
         self.listeners = Listeners(self.resolver, settings.listen_addresses(), settings.udp_batch,
                                    settings.tcp_idle_timeout, settings.tcp_max_connections)
-        self.network = None
+        self.network: NodeNetwork | None = None
         self.serving = False
         self.draining = False
         self.exit_code = 0
         self.started = asyncio.Event()
         self._stop: asyncio.Event | None = None
-        self._http: list[asyncio.base_events.Server] = []
-        self._tasks: list[asyncio.Task] = []
+        self._http: list[asyncio.Server] = []
+        self._tasks: list[asyncio.Future[None]] = []
         self._config_digest = self._digest()
 
     # ---- life ----
@@ -82,7 +82,7 @@ class Daemon:
             await self._stop_http()
             return 2
         self.serving = True
-        if self.network is not None:  # NOTRACK rules once the sockets answer (the netsetup engineer's contract)
+        if self.network is not None:  # NOTRACK rules only once the sockets answer: no window that drops queries
             await asyncio.to_thread(self.network.ensure_rules)
         for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                                 (signal.SIGHUP, lambda: self.reload("SIGHUP"))):
@@ -91,7 +91,7 @@ class Daemon:
             except (RuntimeError, ValueError):  # not the main thread (embedded, as in the demo)
                 pass
         if self.network is not None:
-            self._tasks.append(asyncio.ensure_future(self._sync_network()))
+            self._tasks.append(asyncio.ensure_future(self._sync_network(self.network)))
         if s.config:
             self._tasks.append(asyncio.ensure_future(self._watch_config()))
         self._tasks.append(asyncio.ensure_future(self._first_checks()))
@@ -102,7 +102,7 @@ class Daemon:
             self.draining = True
             log.info("draining: /ready answers 503, sockets keep answering for %.1fs", s.drain)
             await asyncio.sleep(s.drain)
-            await self._answer_pending(s.upstream_timeout)
+            await self._answer_pending(s.limits.upstream_timeout)
         await self._shutdown()
         return self.exit_code
 
@@ -136,7 +136,7 @@ class Daemon:
     async def _first_checks(self) -> None:
         """Check every upstream once (for /ready), then send the loop probes."""
         upstreams = [u for group in self.resolver.zones.values() for u in group.upstreams]
-        await asyncio.gather(*(u.check(self.settings.upstream_timeout) for u in upstreams))
+        await asyncio.gather(*(u.check(self.settings.limits.upstream_timeout) for u in upstreams))
         for pause in LOOP_PROBE_PAUSES:  # repeated: a server on the loop may start after us
             await self.resolver.probe_loops()
             await asyncio.sleep(pause)
@@ -145,12 +145,10 @@ class Daemon:
         log.error("stopping: zone %s forwards back to this cache (a loop would multiply every query)", zone)
         self.stop(exit_code=1)
 
-    # ---- node network (cache/netsetup.py, owned by the netsetup engineer) ----
-    def _node_network(self):
-        try:
-            from .netsetup import NodeNetwork
-        except ImportError as error:
-            raise SystemExit(f"--setup-network needs cache/netsetup.py, which cannot be imported: {error}") from None
+    # ---- node network (cache/netsetup) ----
+    def _node_network(self) -> NodeNetwork:
+        from .netsetup import NodeNetwork
+
         for errortype in SETUP_ERROR_TYPES:
             self.stats.setup_errors[errortype] += 0
         listen = self.settings.listen_addresses()
@@ -163,12 +161,12 @@ class Daemon:
         self.stats.setup_errors[errortype] += 1
         log.error("node network setup error: %s", errortype)
 
-    async def _sync_network(self) -> None:
+    async def _sync_network(self, network: NodeNetwork) -> None:
         while True:
             await asyncio.sleep(self.settings.sync_interval)
             try:
                 # One call: a failing interface repair must not skip the rule repair of the same round.
-                await asyncio.to_thread(self.network.sync)
+                await asyncio.to_thread(network.sync)
             except Exception as error:  # the next sync tries again
                 log.error("node network sync failed: %s", error)
 
@@ -186,17 +184,17 @@ class Daemon:
             server.close()
         self._http = []
 
-    def _health(self):
+    def _health(self) -> Response:
         return text(200, "OK") if self.serving else text(503, "not serving")
 
-    def _ready(self):
+    def _ready(self) -> Response:
         if self.draining or not self.serving:
             return text(503, "draining" if self.draining else "starting")
         if not self.resolver.ready:
             return text(503, "no upstream has answered yet")
         return text(200, "ready")
 
-    def _metrics(self):
+    def _metrics(self) -> Response:
         body, content_type = self.metrics.render()
         return 200, body, content_type
 
@@ -223,7 +221,7 @@ class Daemon:
         """Re-read the config file (and resolv.conf); keep the cache and sockets; a bad file changes nothing."""
         try:
             new = config.resolve(self.explicit, self.environ)
-        except (ConfigError, OSError) as error:
+        except (SettingsError, OSError) as error:
             self.stats.config_reloads["failed"] += 1
             log.error("reload (%s) failed, keeping the settings in force: %s", reason, error)
             return False
@@ -231,16 +229,19 @@ class Daemon:
         if ignored:
             log.warning("reload (%s): %s changed but take effect only after a restart", reason, ", ".join(ignored))
             new = replace(new, **{name: getattr(self.settings, name) for name in config.RESTART_ONLY})
-        old_groups = self.resolver.configure(build_groups(new, self.stats, self.metrics, self.environ),
-                                             options_from(new))
+        old_groups = self.resolver.configure(build_groups(new, self.stats, self.environ), new.limits)
         # Exchanges in flight still use the old groups: close them once those have certainly ended.
-        asyncio.get_running_loop().call_later(self.settings.upstream_timeout + 1,
-                                              lambda: [g.close() for g in old_groups])
+        asyncio.get_running_loop().call_later(self.settings.limits.upstream_timeout + 1, close_groups, old_groups)
         self.settings = new
         self.stats.config_reloads["ok"] += 1
         self._tasks.append(asyncio.ensure_future(self._first_checks()))
         log.info("reloaded settings (%s)", reason)
         return True
+
+
+def close_groups(groups: list[Group]) -> None:
+    for group in groups:
+        group.close()
 
 
 def settle_garbage_collector() -> None:
@@ -269,7 +270,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def main(argv: list[str] | None = None) -> int:
     try:
         settings, explicit = config.load(argv)
-    except ConfigError as error:
+    except SettingsError as error:
         raise SystemExit(f"python -m cache: {error}") from None
     setup_logging(settings.log_level)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:

@@ -12,7 +12,7 @@ import hashlib
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TextIO, cast
 
 import dns.flags
 import dns.message
@@ -50,7 +50,7 @@ class KubeDnsStandIn:
     def __init__(self, records: dict[str, tuple[str, str]]) -> None:
         self.records = {dns.name.from_text(k): v for k, v in records.items()}
         self.port = 0
-        self._servers: list = []
+        self._servers: list[asyncio.BaseTransport | asyncio.Server] = []
         self._writers: set[asyncio.StreamWriter] = set()
 
     def answer(self, wire: bytes) -> bytes | None:
@@ -78,10 +78,10 @@ class KubeDnsStandIn:
         stand_in = self
 
         class Udp(asyncio.DatagramProtocol):
-            def connection_made(self, transport):
-                self.transport = transport
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = cast(asyncio.DatagramTransport, transport)
 
-            def datagram_received(self, data, addr):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
                 reply = stand_in.answer(data)
                 if reply:
                     self.transport.sendto(reply, addr)
@@ -123,9 +123,7 @@ class _Running:
     def __init__(self, records: dict[str, tuple[str, str]]) -> None:
         self.loop = asyncio.new_event_loop()
         self.stand_in = KubeDnsStandIn(records)
-        self.daemon: Daemon | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, name="cache-demo", daemon=True)
-        self.result = None
 
     def start(self) -> None:
         self.thread.start()
@@ -134,14 +132,10 @@ class _Running:
                             forward=(f".=udp://127.0.0.1:{self.stand_in.port}",), resolv_conf="/dev/null",
                             health="off", metrics="off", drain=0, udp_batch=True)
         settings.check()
-
-        async def run_daemon() -> int:
-            self.daemon = Daemon(settings)
-            return await self.daemon.run()
-
-        self.result = asyncio.run_coroutine_threadsafe(run_daemon(), self.loop)
+        self.daemon = Daemon(settings)
+        self.result = asyncio.run_coroutine_threadsafe(self.daemon.run(), self.loop)
         deadline = time.monotonic() + 10
-        while self.daemon is None or not self.daemon.started.is_set():
+        while not self.daemon.started.is_set():
             if self.result.done():
                 self.result.result()  # raises what stopped it
             if time.monotonic() > deadline:
@@ -153,10 +147,8 @@ class _Running:
         return self.daemon.listeners.bound[0][1]
 
     def stop(self) -> None:
-        if self.daemon is not None:
-            self.loop.call_soon_threadsafe(self.daemon.stop)
-            if self.result is not None:
-                self.result.result(10)
+        self.loop.call_soon_threadsafe(self.daemon.stop)
+        self.result.result(10)
 
         asyncio.run_coroutine_threadsafe(self.stand_in.close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)

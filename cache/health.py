@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 log = logging.getLogger("cache.health")
 
-Route = Callable[[], tuple[int, bytes, str]]  # -> status, body, content type
+Response = tuple[int, bytes, str]  # status, body, content type
+Route = Callable[[], Response]
 REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 MAX_REQUEST_HEAD = 8192
 READ_TIMEOUT = 5.0
 
 
-async def serve_http(host: str, port: int, routes: dict[str, Route]) -> asyncio.base_events.Server:
+async def serve_http(host: str, port: int, routes: dict[str, Route]) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
@@ -39,5 +40,5 @@ async def serve_http(host: str, port: int, routes: dict[str, Route]) -> asyncio.
     return await asyncio.start_server(handle, host, port, limit=MAX_REQUEST_HEAD, reuse_port=True)
 
 
-def text(status: int, message: str) -> tuple[int, bytes, str]:
+def text(status: int, message: str) -> Response:
     return status, (message + "\n").encode(), "text/plain; charset=utf-8"

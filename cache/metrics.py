@@ -1,74 +1,33 @@
 """Every metric in one place, named as CoreDNS names them, so NodeLocal DNS dashboards and alerts keep working.
 
-The hit path only adds to plain ints and dicts in `Stats` (a prometheus-client counter takes a lock per
-increment). The Prometheus text format (version 0.0.4) is written here rather than by prometheus-client: importing
-that package (it pulls in http.server, urllib, email...) costs about 5 MB of RSS on every node, an eighth of the
-cache's memory budget. The tests parse this output with prometheus-client's own parser.
+What is counted lives in `Stats` (stats.py); this module only renders it. The Prometheus text format (version
+0.0.4) is written here rather than by prometheus-client: importing that package (it pulls in http.server, urllib,
+email...) costs about 5 MB of RSS on every node, an eighth of the cache's memory budget. The tests parse this
+output with prometheus-client's own parser.
 """
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .stats import Histogram, Stats
+from .store import Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
 TYPE_NAMES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
               35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
-DURATION_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
-                    2.048, 4.096, 8.192)
 
 
 def rcode_name(rcode: int) -> str:
     return RCODE_NAMES.get(rcode, str(rcode))
 
 
-def _counts() -> defaultdict:
-    return defaultdict(int)
-
-
-@dataclass
-class Stats:
-    requests: defaultdict = field(default_factory=_counts)  # (proto, family, qtype) -> n
-    responses: defaultdict = field(default_factory=_counts)  # rcode -> n
-    hits: defaultdict = field(default_factory=_counts)  # "success"/"denial" -> n
-    misses: int = 0
-    prefetch: int = 0
-    served_stale: int = 0
-    dropped: defaultdict = field(default_factory=_counts)  # reason -> n
-    forward_requests: defaultdict = field(default_factory=_counts)  # upstream -> n
-    forward_responses: defaultdict = field(default_factory=_counts)  # (upstream, rcode) -> n
-    forward_spoofed: defaultdict = field(default_factory=_counts)  # upstream -> n
-    healthcheck_failures: defaultdict = field(default_factory=_counts)  # upstream -> n
-    healthcheck_broken: int = 0  # every upstream of a zone was down at once
-    setup_errors: defaultdict = field(default_factory=_counts)  # errortype -> n
-    loops_detected: int = 0
-    config_reloads: defaultdict = field(default_factory=_counts)  # "ok"/"failed" -> n
-
-
-class Histogram:
-    """A labelled histogram with fixed buckets (cumulative counts are computed when rendered)."""
-
-    def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
-        self.buckets = buckets
-        self.series: dict[tuple[str, ...], list] = {}  # labels -> [per-bucket counts (+Inf last), sum]
-
-    def observe(self, labels: tuple[str, ...], value: float) -> None:
-        series = self.series.get(labels)
-        if series is None:
-            series = self.series[labels] = [[0] * (len(self.buckets) + 1), 0.0]
-        series[0][bisect.bisect_left(self.buckets, value)] += 1
-        series[1] += value
-
-
 class Metrics:
-    """The metrics of one cache instance: counters from Stats, entry gauges from the store, one histogram."""
+    """Renders one cache instance's metrics: counters from Stats, entry gauges and evictions from the store."""
 
-    def __init__(self, stats: Stats, entry_sizes: Callable[[], dict[str, int]],
-                 evictions: Callable[[], dict[str, int]]) -> None:
-        self.stats, self.entry_sizes, self.evictions = stats, entry_sizes, evictions
-        self.forward_duration = Histogram()  # labels (to, rcode)
+    def __init__(self, stats: Stats, store: Store) -> None:
+        self.stats, self.store = stats, store
 
     def render(self) -> tuple[bytes, str]:
         s = self.stats
@@ -85,14 +44,15 @@ class Metrics:
         _family(out, "coredns_cache_served_stale_total", "counter",
                 "Expired answers served while upstreams failed.", [((), s.served_stale)])
         _labelled(out, "coredns_cache_evictions_total", "counter", "Entries evicted to stay within the size.",
-                  "type", self.evictions())
-        _labelled(out, "coredns_cache_entries", "gauge", "Entries in the cache.", "type", self.entry_sizes())
+                  "type", self.store.evictions)
+        _labelled(out, "coredns_cache_entries", "gauge", "Entries in the cache.", "type", self.store.sizes())
         _labelled(out, "coredns_forward_requests_total", "counter", "Queries sent upstream.", "to",
                   s.forward_requests)
         _family(out, "coredns_forward_responses_total", "counter", "Upstream answers.",
                 [((("rcode", rcode_name(rcode)), ("to", to)), n)
                  for (to, rcode), n in list(s.forward_responses.items())])
-        self._histogram(out)
+        _histogram(out, "coredns_forward_request_duration_seconds", "Duration of upstream exchanges.",
+                   ("to", "rcode"), s.forward_duration)
         _labelled(out, "coredns_forward_healthcheck_failures_total", "counter",
                   "Failed upstream exchanges and health checks.", "to", s.healthcheck_failures)
         _family(out, "coredns_forward_healthcheck_broken_total", "counter", "Times every upstream of a zone was down.",
@@ -108,19 +68,18 @@ class Metrics:
         _labelled(out, "localdns_config_reloads_total", "counter", "Config file reloads.", "result", s.config_reloads)
         return "".join(out).encode(), CONTENT_TYPE
 
-    def _histogram(self, out: list[str]) -> None:
-        name = "coredns_forward_request_duration_seconds"
-        out.append(f"# HELP {name} Duration of upstream exchanges.\n# TYPE {name} histogram\n")
-        histogram = self.forward_duration
-        for (to, rcode), (counts, total) in list(histogram.series.items()):
-            base = (("rcode", rcode), ("to", to))
-            cumulative = 0
-            for bound, count in zip((*histogram.buckets, float("inf")), counts):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                out.append(f"{name}_bucket{_labels((('le', le), *base))} {float(cumulative)!r}\n")
-            out.append(f"{name}_count{_labels(base)} {float(cumulative)!r}\n")
-            out.append(f"{name}_sum{_labels(base)} {float(total)!r}\n")
+
+def _histogram(out: list[str], name: str, doc: str, label_names: tuple[str, ...], histogram: Histogram) -> None:
+    out.append(f"# HELP {name} {doc}\n# TYPE {name} histogram\n")
+    for labels, (counts, total) in list(histogram.series.items()):
+        base = tuple(zip(label_names, labels))
+        cumulative = 0
+        for bound, count in zip((*histogram.buckets, float("inf")), counts):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(f"{name}_bucket{_labels((('le', le), *base))} {float(cumulative)!r}\n")
+        out.append(f"{name}_count{_labels(base)} {float(cumulative)!r}\n")
+        out.append(f"{name}_sum{_labels(base)} {float(total[0])!r}\n")
 
 
 def _family(out: list[str], name: str, kind: str, doc: str,
@@ -130,7 +89,7 @@ def _family(out: list[str], name: str, kind: str, doc: str,
         out.append(f"{name}{_labels(labels)} {float(value)!r}\n")
 
 
-def _labelled(out: list[str], name: str, kind: str, doc: str, label: str, values: dict) -> None:
+def _labelled(out: list[str], name: str, kind: str, doc: str, label: str, values: Mapping[Any, int]) -> None:
     _family(out, name, kind, doc, [(((label, str(key)),), n) for key, n in list(values.items())])
 
 

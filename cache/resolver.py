@@ -9,17 +9,19 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 
 from . import wire
-from .metrics import Stats
-from .store import Limits, Store
-from .upstream import Group, UpstreamError
+from .exchange import UpstreamError
+from .limits import Limits
+from .stats import Stats
+from .store import Entry, Store
+from .upstream import Group
 from .wire import BadQuery, Drop, Query, parse_query, render
 
 log = logging.getLogger("cache.resolver")
 
-Send = Callable[[bytes, object], None]
+Send = Callable[[bytes, Any], None]
 UDP, TCP = "udp", "tcp"
 STALE_TTL = 30  # RFC 8767 section 4: the TTL of a stale answer
 MAX_INFLIGHT = 10000  # distinct upstream exchanges at once; beyond, SERVFAIL at once rather than grow
@@ -30,59 +32,59 @@ MAX_WAITERS = 256  # clients waiting for the same exchange; beyond, dropped (a f
 TYPE_HINFO = 13
 
 
-@dataclass
-class Options:
-    limits: Limits = field(default_factory=Limits)
-    upstream_timeout: float = 2.0
-    prefetch: int = 3  # hits during an entry's life that make it refreshed before expiry; 0 = never
+def size_limit(query: Query, proto: str) -> int:
+    """The largest answer this client takes: its EDNS size (512 without EDNS) over UDP, a whole message over TCP."""
+    if proto != UDP:
+        return 65535
+    return query.udp_size if query.edns else wire.PLAIN_UDP_SIZE
+
+
+def should_prefetch(entry: Entry, left: float, threshold: int) -> bool:
+    """Refresh an entry before it expires: popular (`threshold` hits or more, 0 = never) and in the last tenth of
+    its TTL, unless a refresh is already on its way (CoreDNS's shouldPrefetch, with its 10% default)."""
+    return 0 < threshold <= entry.hits and left * 10 <= entry.ttl and not entry.refreshing
 
 
 class Resolver:
-    """Answers queries from the store, forwards misses to the zone's upstream group, and keeps the stats."""
+    """Answers queries from the store, forwards misses to the zone's upstream group, and counts in `stats`."""
 
-    def __init__(self, zones: dict[str, Group], options: Options, stats: Stats | None = None,
+    def __init__(self, zones: dict[str, Group], store: Store, stats: Stats, limits: Limits,
                  on_loop: Callable[[str], None] | None = None) -> None:
-        self.stats = stats or Stats()
-        self.store = Store(options.limits)
-        self.inflight: dict[bytes, list[tuple[Query, object, Send, str]]] = {}
+        self.store, self.stats, self.limits = store, stats, limits
+        self.inflight: dict[bytes, list[tuple[Query, Any, Send, str]]] = {}
         self.waiting = 0  # clients in all inflight lists
-        self.replays: dict[bytes, tuple] = {}  # query bytes after the ID -> (entry, ttl, reply after the ID, qtype)
+        # query bytes after the ID -> (entry, its TTL second, the reply after the ID, qtype)
+        self.replays: dict[bytes, tuple[Entry, int, bytes, int]] = {}
         self.loop_probes: dict[bytes, str] = {}  # probe question -> zone
         self.on_loop = on_loop
-        self.zones: dict[bytes, Group] = {}
-        self.options = options
-        self.configure(zones, options)
+        self.zones: dict[bytes, Group] = {wire.encode_name(zone): group for zone, group in zones.items()}
 
-    def configure(self, zones: dict[str, Group], options: Options) -> list[Group]:
-        """Swap zones and options (config reload) keeping the cache; returns the replaced groups to close."""
+    def configure(self, zones: dict[str, Group], limits: Limits) -> list[Group]:
+        """Swap zones and limits (config reload) keeping the cache; returns the replaced groups to close."""
         old = list(self.zones.values())
         self.zones = {wire.encode_name(zone): group for zone, group in zones.items()}
-        self.options = options
-        self.store.resize(options.limits)
+        self.limits = limits
+        self.store.resize(limits)
         return old
 
     @property
     def ready(self) -> bool:
         return any(group.up for group in self.zones.values())
 
-    def handle(self, data: bytes, addr, send: Send, proto: str = UDP) -> None:
+    def handle(self, data: bytes, addr: Any, send: Send, proto: str = UDP) -> None:
         """A query: answered (hit, error) before returning, or later (miss), through `send(reply, addr)`."""
         stats = self.stats
+        now = time.monotonic()
         # Hottest path: this exact query (all but its ID) was answered within the same TTL second, so the reply is
         # the same bytes after the ID. (LRU recency is refreshed by the regular hit below, once per TTL second.)
-        now = time.monotonic()
         replay = self.replays.get(data[2:]) if proto == UDP else None
         if replay is not None:
-            entry, ttl, tail, qtype = replay
-            left = entry.expires - now
-            if int(left) == ttl and left > 0 and not entry.dead:
+            replayed, ttl, tail, qtype = replay
+            left = replayed.expires - now
+            if int(left) == ttl and left > 0 and not replayed.dead:
                 send(data[:2] + tail, addr)
                 stats.requests[(UDP, "1" if len(addr) == 2 else "2", qtype)] += 1
-                stats.hits[entry.kind] += 1
-                stats.responses[entry.answer.rcode] += 1
-                entry.hits += 1
-                if left * 10 <= entry.ttl and entry.hits >= self.options.prefetch > 0 and not entry.refreshing:
-                    self._prefetch(wire.parse_query(data), entry)
+                self._hit(replayed, left, data)
                 return
         try:
             query = parse_query(data)
@@ -98,23 +100,26 @@ class Resolver:
         if entry is not None:
             left = entry.expires - now
             if left > 0:
-                answer = entry.answer
-                limit = (query.udp_size if query.edns else 512) if proto == UDP else 65535
-                reply = render(query, answer, int(left), limit)
+                reply = render(query, entry.answer, int(left), size_limit(query, proto))
                 send(reply, addr)
                 if proto == UDP:
                     if len(self.replays) >= MAX_REPLAYS:
                         self.replays.clear()  # bounded; the hot ones come back within a second
                     self.replays[data[2:]] = (entry, int(left), reply[2:], query.qtype)
-                stats.hits[entry.kind] += 1
-                stats.responses[answer.rcode] += 1
-                entry.hits += 1
-                if entry.hits >= self.options.prefetch > 0 and left * 10 <= entry.ttl and not entry.refreshing:
-                    self._prefetch(query, entry)
+                self._hit(entry, left, query)
                 return
         self._miss(query, addr, send, proto)
 
-    def _miss(self, query: Query, addr, send: Send, proto: str) -> None:
+    def _hit(self, entry: Entry, left: float, query: Query | bytes) -> None:
+        """Count an answer from the cache, and refresh the entry if it is due (`query` parsed or still raw)."""
+        stats = self.stats
+        stats.hits[entry.kind] += 1
+        stats.responses[entry.answer.rcode] += 1
+        entry.hits += 1
+        if should_prefetch(entry, left, self.limits.prefetch):
+            self._prefetch(query if isinstance(query, Query) else parse_query(query), entry)
+
+    def _miss(self, query: Query, addr: Any, send: Send, proto: str) -> None:
         stats = self.stats
         stats.misses += 1
         key = query.key
@@ -137,7 +142,7 @@ class Resolver:
         self.waiting += 1
         asyncio.get_running_loop().create_task(self._fetch(query))
 
-    def _prefetch(self, query: Query, entry) -> None:
+    def _prefetch(self, query: Query, entry: Entry) -> None:
         if query.key in self.inflight:
             return
         entry.refreshing = True
@@ -165,7 +170,7 @@ class Resolver:
             if routed is None:
                 log.warning("no forward zone for %s", wire.decode_name(query.qname))
             else:
-                data = await routed[1].exchange(question, query.do, query.cd, self.options.upstream_timeout)
+                data = await routed[1].exchange(question, query.do, query.cd, self.limits.upstream_timeout)
                 answer = wire.parse_answer(data, question)
         except UpstreamError as error:
             log.info("no answer for %s: %s", wire.decode_name(query.qname), error)
@@ -183,7 +188,7 @@ class Resolver:
         ttl = 0
         if answer is not None:
             entry = self.store.put(key, answer, now)
-            ttl = entry.ttl if entry is not None else min(answer.ttl, self.options.limits.success_ttl)
+            ttl = entry.ttl if entry is not None else min(answer.ttl, self.limits.success_ttl)
         if answer is None or answer.rcode == wire.SERVFAIL:
             stale = self.store.stale(key, now)
             if stale is not None:
@@ -195,10 +200,9 @@ class Resolver:
             if answer is None:
                 self._reply(query, addr, send, wire.error_response(query, wire.SERVFAIL), wire.SERVFAIL)
                 continue
-            limit = (query.udp_size if query.edns else 512) if proto == UDP else 65535
-            self._reply(query, addr, send, render(query, answer, ttl, limit), answer.rcode)
+            self._reply(query, addr, send, render(query, answer, ttl, size_limit(query, proto)), answer.rcode)
 
-    def _reply(self, query: Query, addr, send: Send, reply: bytes, rcode: int) -> None:
+    def _reply(self, query: Query, addr: Any, send: Send, reply: bytes, rcode: int) -> None:
         self.stats.responses[rcode] += 1
         try:
             send(reply, addr)
@@ -228,12 +232,12 @@ class Resolver:
             if group is None:
                 return
             try:
-                await group.exchange(question, False, False, self.options.upstream_timeout)
+                await group.exchange(question, False, False, self.limits.upstream_timeout)
             except UpstreamError:
                 pass
         await asyncio.gather(*(probe(zone, question) for zone, question in self.loop_probe_questions()))
 
-    def _loop_detected(self, zone: str, query: Query, addr, send: Send) -> None:
+    def _loop_detected(self, zone: str, query: Query, addr: Any, send: Send) -> None:
         self.stats.loops_detected += 1
         log.error("forwarding loop detected: a query for zone %r sent upstream came back to this cache; "
                   "check the --forward/--kube-dns targets and the node's resolv.conf", zone)

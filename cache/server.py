@@ -2,34 +2,29 @@
 beside an old one and take over without a lost query: the kernel is told to hand every new datagram and connection
 to the newest socket (`steer_to_newest`), so the old instance's queue empties before it closes.
 
-UDP uses `cache.batchio` (recvmmsg/sendmmsg, owned by the batch-I/O engineer) when it imports and `--udp-batch` is
-on; its contract: `await batchio.start_udp(sock, handle)` where `handle(data, addr, send)` is
-`Resolver.handle_datagram`, returning an object with `close()`. Otherwise a plain asyncio datagram endpoint.
+UDP is served by `batchio.start_udp` (recvmmsg/sendmmsg in batches, or a plain endpoint with --no-udp-batch), TCP
+by asyncio streams here; both hand each query to `Resolver.handle`.
 """
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import ipaddress
 import logging
 import socket
 import struct
+from typing import Any
 
+from . import batchio
 from .resolver import TCP, Resolver
 
 log = logging.getLogger("cache.server")
 
 TCP_BACKLOG = 1024
 MAX_TCP_PENDING_OUTPUT = 256 * 1024  # a client that does not read its answers is cut off, not buffered for
-DATAGRAM_READ_SIZE = 65535  # asyncio's default 256 KiB read buffer costs an mmap/munmap per datagram
 UDP_RCVBUF = 4 * 1024 * 1024
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h, Linux 4.5+
 # One classic BPF instruction, BPF_RET|BPF_K 1: "the socket at index 1 of the address's SO_REUSEPORT group".
 RETURN_SECOND_SOCKET = struct.pack("=HBBI", 0x06, 0, 0, 1)
-
-
-def is_wildcard(host: str) -> bool:
-    return ipaddress.ip_address(host).is_unspecified
 
 
 def bind_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
@@ -74,26 +69,6 @@ def steer_to_newest(sock: socket.socket) -> None:
                     error)
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, resolver: Resolver) -> None:
-        self.resolver = resolver
-        self.send = None
-
-    def connection_made(self, transport: asyncio.DatagramTransport) -> None:
-        if hasattr(transport, "max_size"):  # the default loop's transport; uvloop reads into a small buffer
-            transport.max_size = DATAGRAM_READ_SIZE
-        self.send = transport.sendto
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        try:
-            self.resolver.handle_datagram(data, addr, self.send)
-        except Exception:  # a packet never stops the listener
-            log.exception("query from %s failed", addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("UDP error: %s", exc)
-
-
 class Listeners:
     """All DNS sockets of the process; `start` binds and serves, `close` stops them."""
 
@@ -102,40 +77,23 @@ class Listeners:
         self.resolver, self.addresses, self.udp_batch = resolver, addresses, udp_batch
         self.tcp_idle_timeout, self.tcp_max_connections = tcp_idle_timeout, tcp_max_connections
         self.tcp_clients = 0
-        self._closers: list = []
+        self._closers: list[batchio.Closable] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
         self.bound: list[tuple[str, int]] = []  # actual (host, port), port 0 resolved
         self.batch_in_use = False
 
     async def start(self) -> None:
-        batchio = self._batchio() if self.udp_batch else None
         for host, port in self.addresses:
             udp = bind_socket(host, port, socket.SOCK_DGRAM)
             port = udp.getsockname()[1]  # port 0: UDP and TCP share the port the kernel picked
             tcp = bind_socket(host, port, socket.SOCK_STREAM)
             self.bound.append((host, port))
-            if batchio is not None:
-                self._closers.append(await batchio.start_udp(udp, self.resolver.handle_datagram))
-                self.batch_in_use = getattr(batchio, "available", lambda: True)()
-            else:
-                transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-                    lambda: _UdpProtocol(self.resolver), sock=udp)
-                self._closers.append(transport)
+            listener, self.batch_in_use = await batchio.start_udp(udp, self.resolver.handle_datagram,
+                                                                  batched=self.udp_batch)
+            self._closers.append(listener)
             server = await asyncio.start_server(self._serve_tcp, sock=tcp, backlog=TCP_BACKLOG)
             self._tcp_servers.append(server)
             log.info("serving DNS on %s:%d (udp%s, tcp)", host, port, " batched" if self.batch_in_use else "")
-
-    @staticmethod
-    def _batchio():
-        try:
-            from . import batchio
-        except ImportError as error:
-            log.info("cache.batchio not available (%s): plain asyncio UDP", error)
-            return None
-        if not hasattr(batchio, "start_udp"):
-            log.warning("cache.batchio has no start_udp(sock, handle): plain asyncio UDP")
-            return None
-        return batchio
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats = self.resolver.stats
@@ -147,7 +105,7 @@ class Listeners:
         peer = writer.get_extra_info("peername")
         transport = writer.transport
 
-        def send(reply: bytes, _addr) -> None:
+        def send(reply: bytes, _addr: Any) -> None:
             if transport.is_closing():
                 return
             if transport.get_write_buffer_size() > MAX_TCP_PENDING_OUTPUT:

@@ -1,6 +1,6 @@
-"""The cache: answers by key, with the time they were stored, in two size-bounded LRU maps (success, denial).
+"""The cache: answers by key in two size-bounded LRU maps (success, denial).
 
-An entry knows when it was stored and for how long it is fresh; what is left of its TTL is derived from the clock,
+An entry knows when it expires and the TTL it was stored with; what is left of its TTL is derived from the clock,
 never counted down in place. Expired entries stay (within the size bound) for `stale_for` seconds, so they can be
 served when every upstream fails (RFC 8767).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .limits import Limits
 from .wire import SERVFAIL, Answer
 
 SUCCESS, DENIAL = "success", "denial"
@@ -25,21 +26,6 @@ class Entry:
     hits: int = 0
     refreshing: bool = False  # a prefetch for this entry is in flight
     dead: bool = False  # replaced or evicted: rendered replies that point at it must not be used
-
-    @property
-    def stored(self) -> float:
-        """When the answer was stored (derived: what is left of the TTL is always computed from the clock)."""
-        return self.expires - self.ttl
-
-
-@dataclass(slots=True)
-class Limits:
-    success_ttl: int = 30
-    success_size: int = 9984
-    denial_ttl: int = 5
-    denial_size: int = 9984
-    servfail_ttl: int = 5
-    stale_for: int = 3600
 
 
 def cache_ttl(answer: Answer, limits: Limits) -> tuple[str, int] | None:

@@ -10,10 +10,12 @@ import logging
 import socket
 import struct
 import time
+from typing import cast
 
 from . import wire
-from .exchange import Address, UpstreamError, answer_matches
-from .metrics import Stats
+from .addresses import Address
+from .exchange import UpstreamError, answer_matches
+from .stats import Stats
 from .wire import random_id
 
 log = logging.getLogger("cache.upstream")
@@ -39,9 +41,10 @@ class _Connection(asyncio.Protocol):
     reader raises the reset first and drops them, and their queries would be sent again for nothing).
     """
 
+    transport: asyncio.Transport  # set by connection_made, which runs before create_connection hands us out
+
     def __init__(self, owner: TcpUpstream) -> None:
         self.owner = owner
-        self.transport: asyncio.Transport | None = None
         self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}  # qid -> (question, answer)
         self.sent = self.answered = 0
         self.last_answer = time.monotonic()  # when the last answer (or the connection) came
@@ -50,7 +53,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()  # at most one message (64 KiB) and its length
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but behaves as one
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -164,8 +167,9 @@ class TcpUpstream:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._usable(self._current):
-                return self._current
+            current = self._current
+            if current is not None and self._usable(current):
+                return current
             if self._shut:
                 raise UpstreamError(f"{self.address}: closed (configuration reloaded or shutting down)")
             if time.monotonic() < self._retry_at:
@@ -234,7 +238,7 @@ class TcpUpstream:
             if fruitless > CLOSED_RETRIES:
                 raise UpstreamError(f"{self.address}: {fruitless} connections closed before any answer")
             connection = self._current
-            if not self._usable(connection):
+            if connection is None or not self._usable(connection):
                 try:
                     connection = await asyncio.wait_for(self._connect(), remaining)
                 except TimeoutError:

@@ -11,15 +11,15 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from . import wire
-from .exchange import Address, UpstreamError, answer_matches, parse_address
-from .metrics import Metrics, Stats, rcode_name
+from .addresses import Address, Peer
+from .exchange import UpstreamError, answer_matches
+from .metrics import rcode_name
+from .stats import Stats
 from .tcpupstream import TcpUpstream
 from .wire import random_id
-
-__all__ = ["Address", "Group", "Upstream", "UpstreamError", "parse_address"]
 
 log = logging.getLogger("cache.upstream")
 
@@ -31,11 +31,11 @@ HEALTH_INTERVAL = 0.5
 class _UdpExchange(asyncio.DatagramProtocol):
     """One query on its own connected socket: a fresh source port per query, answers only from the upstream."""
 
-    def __init__(self, qid: int, question: bytes, on_mismatch) -> None:
+    def __init__(self, qid: int, question: bytes, on_mismatch: Callable[[], None]) -> None:
         self.qid, self.question, self.on_mismatch = qid, question, on_mismatch
         self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: Peer) -> None:
         if self.answer.done():
             return
         if answer_matches(data, self.qid, self.question):
@@ -51,14 +51,14 @@ class _UdpExchange(asyncio.DatagramProtocol):
 class Upstream:
     """One upstream server. UDP upstreams fall back to TCP (same address) when an answer is truncated."""
 
-    def __init__(self, address: Address, stats: Stats, metrics: Metrics | None) -> None:
-        self.address, self.stats, self.metrics = address, stats, metrics
+    def __init__(self, address: Address, stats: Stats) -> None:
+        self.address, self.stats = address, stats
         self.name = str(address)
         self.tcp = TcpUpstream(Address("tcp", address.host, address.port), stats)
         self.fails = 0
         self.ever_answered = False
         self.closed = False
-        self._health_task: asyncio.Task | None = None
+        self._health_task: asyncio.Task[None] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -80,8 +80,7 @@ class Upstream:
             raise
         rcode = int.from_bytes(data[2:4], "big") & wire.RCODE_MASK
         self.stats.forward_responses[(self.name, rcode)] += 1
-        if self.metrics is not None:
-            self.metrics.forward_duration.observe((self.name, rcode_name(rcode)), time.monotonic() - started)
+        self.stats.forward_duration.observe((self.name, rcode_name(rcode)), time.monotonic() - started)
         self.fails = 0
         self.ever_answered = True
         return data

@@ -18,7 +18,6 @@ RCODE_MASK = 0x000F
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16  # extended rcode, carried partly in the OPT record
 TYPE_SOA, TYPE_OPT = 6, 41
-CLASS_IN = 1
 
 MAX_NAME = 255
 MAX_POINTER_JUMPS = 64  # a name has at most 127 labels; 64 jumps is generous and stops every pointer loop
@@ -80,16 +79,6 @@ class Answer:
     rcode: int
     negative: bool  # NXDOMAIN or NODATA
     has_soa: bool
-
-    @property
-    def counts(self) -> tuple[int, int, int]:
-        """ancount, nscount, arcount (OPT removed)."""
-        return ANSWER_HEAD.unpack_from(self.packed)[1:4]
-
-    @property
-    def ttl_offsets(self) -> tuple[int, ...]:
-        """Where each TTL field sits in the records (the part of `packed` after the offsets)."""
-        return _ttl_offsets(self.packed, ANSWER_HEAD.unpack_from(self.packed)[4])
 
 
 def pack_answer(flags: int, counts: tuple[int, int, int], ttl_offsets: list[int], body: bytes) -> bytes:
@@ -263,7 +252,7 @@ def render(query: Query, answer: Answer, ttl: int, limit: int) -> bytes:
     packed = answer.packed
     aflags, an, ns, ar, ttl_fields = ANSWER_HEAD.unpack_from(packed)
     start = ANSWER_HEAD.size + 2 * ttl_fields
-    body = packed[start:]
+    body: bytes | bytearray = packed[start:]
     if ttl_fields:
         buffer = bytearray(body)
         ttl_bytes = ttl.to_bytes(4, "big")

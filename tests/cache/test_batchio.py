@@ -266,7 +266,8 @@ def test_start_udp_serves_batched_or_falls_back_to_a_plain_endpoint(monkeypatch,
         loop = asyncio.get_running_loop()
         server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         server.bind(("127.0.0.1", 0))
-        served = await batchio.start_udp(server, lambda data, addr, send: send(b"re:" + data, addr))
+        served, is_batched = await batchio.start_udp(server, lambda data, addr, send: send(b"re:" + data, addr))
+        assert is_batched is batched
         sock = client()
         sock.setblocking(False)
         try:

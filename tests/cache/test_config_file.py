@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cache import config
-from cache.config import ConfigError
+from cache.config import SettingsError
 
 
 def test_file_keys_are_flag_names_and_flags_win(tmp_path):
@@ -14,7 +14,7 @@ def test_file_keys_are_flag_names_and_flags_win(tmp_path):
     settings, _ = config.load(["--config", str(path), "--success-ttl", "20", "--resolv-conf", "/dev/null"],
                               environ={})
     assert settings.listen == ("127.0.0.1:5353",)
-    assert (settings.success_ttl, settings.denial_ttl, settings.udp_batch) == (20, 2, False)
+    assert (settings.limits.success_ttl, settings.limits.denial_ttl, settings.udp_batch) == (20, 2, False)
     assert settings.forward == ("corp.example=udp://10.0.0.2:53",)
 
 
@@ -29,10 +29,10 @@ def test_file_keys_are_flag_names_and_flags_win(tmp_path):
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):
     path = tmp_path / "cache.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(SettingsError, match=message):
         config.load(["--config", str(path), "--kube-dns", "10.96.0.10", "--resolv-conf", "/dev/null"], environ={})
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="No such file"):
+    with pytest.raises(SettingsError, match="No such file"):
         config.load(["--config", str(tmp_path / "absent.yaml"), "--kube-dns", "10.96.0.10"], environ={})

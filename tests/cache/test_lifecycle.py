@@ -108,18 +108,3 @@ def test_sigterm_drains_then_exits(tmp_path, kube_dns):
         assert "draining" in cache.output()
     finally:
         cache.stop()
-
-
-def test_setup_network_without_the_netsetup_module_fails_clearly(monkeypatch, kube_dns):
-    import asyncio
-
-    import pytest
-
-    from cache.config import Settings
-    from cache.daemon import Daemon
-
-    monkeypatch.setitem(sys.modules, "cache.netsetup", None)  # as if cache/netsetup.py were not shipped
-    settings = Settings(listen=(f"127.0.0.1:{free_port()}",), kube_dns=f"127.0.0.1:{kube_dns.port}",
-                        resolv_conf="/dev/null", health="off", metrics="off", setup_network=True)
-    with pytest.raises(SystemExit, match="--setup-network needs cache/netsetup.py"):
-        asyncio.run(Daemon(settings).run())

@@ -7,7 +7,8 @@ import dns.rcode
 import dns.rrset
 
 from cache import wire
-from cache.store import DENIAL, SUCCESS, Limits, Store
+from cache.limits import Limits
+from cache.store import DENIAL, SUCCESS, Store
 
 
 def answer(name: str, nxdomain: bool = False) -> wire.Answer:
@@ -88,8 +89,8 @@ def test_a_smaller_cap_on_reload_drops_the_least_recently_used_at_once():
     assert all(store.get(key(name)) is not None for name in filled[:3])
 
 
-def test_an_entry_derives_when_it_was_stored_from_its_expiry():
+def test_an_entry_keeps_its_expiry_and_capped_ttl_not_a_countdown():
     store = Store(Limits(success_ttl=30))
     name = names(1)[0]
     entry = store.put(key(name), answer(name), 100.0)
-    assert (entry.expires, entry.ttl, entry.stored) == (130.0, 30, 100.0)
+    assert (entry.expires, entry.ttl) == (130.0, 30)

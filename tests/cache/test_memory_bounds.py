@@ -20,7 +20,8 @@ import dns.rrset
 import pytest
 
 from cache import batchio, wire
-from cache.store import DENIAL, SUCCESS, Limits, Store
+from cache.limits import Limits
+from cache.store import DENIAL, SUCCESS, Store
 from tests.cache.test_batchio import LoopThread, client, echo, stats_of
 
 # Key, entry, answer and its records, expiry and the map's slot: about 350 bytes on CPython 3.11 (the earlier
@@ -72,7 +73,8 @@ def test_a_stored_answer_renders_exactly_as_the_upstream_sent_it():
     upstream.additional.append(dns.rrset.from_text("web.cluster.local.", 20, "IN", "TXT", "a note"))
     query = wire.parse_query(query_message.to_wire())
     stored = wire.parse_answer(upstream.to_wire(), query.key[:-1])
-    assert stored.ttl == 20 and stored.counts == (21, 0, 1) and len(stored.ttl_offsets) == 22
+    _flags, *counts, ttl_fields = wire.ANSWER_HEAD.unpack_from(stored.packed)
+    assert stored.ttl == 20 and counts == [21, 0, 1] and ttl_fields == 22
     reply = dns.message.from_wire(wire.render(query, stored, 7, 4096))
     assert records(reply) == records(upstream, ttl=7)
     assert reply.question[0].name.labels == query_message.question[0].name.labels and reply.edns == 0

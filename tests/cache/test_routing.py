@@ -4,10 +4,13 @@ from __future__ import annotations
 import pytest
 
 from cache import wire
-from cache.config import ConfigError, Settings
-from cache.metrics import Stats
-from cache.resolver import Options, Resolver
-from cache.upstream import Address, Group
+from cache.addresses import Address
+from cache.config import Settings, SettingsError
+from cache.limits import Limits
+from cache.resolver import Resolver
+from cache.stats import Stats
+from cache.store import Store
+from cache.upstream import Group
 
 
 def test_defaults_follow_node_local_dns(tmp_path):
@@ -18,7 +21,7 @@ def test_defaults_follow_node_local_dns(tmp_path):
     kube_dns = [Address("tcp", "10.96.0.10", 53)]
     assert zones == {"cluster.local": kube_dns, "in-addr.arpa": kube_dns, "ip6.arpa": kube_dns,
                      ".": [Address("udp", "10.0.0.53", 53), Address("udp", "fd00::53", 53)]}
-    with pytest.raises(ConfigError, match="--kube-dns"):
+    with pytest.raises(SettingsError, match="--kube-dns"):
         settings.zones({})
 
 
@@ -30,7 +33,7 @@ def test_forward_replaces_a_zone_and_the_longest_suffix_wins():
     assert zones["cluster.local"] == [Address("tcp", "10.96.0.10", 5353)]
     assert zones["svc.cluster.local"] == [Address("udp", "10.0.0.1", 53), Address("tcp", "fd00::1", 5353)]
     groups = {zone: Group(zone, [], Stats()) for zone in zones}
-    resolver = Resolver(groups, Options())
+    resolver = Resolver(groups, Store(Limits()), Stats(), Limits())
 
     def route(name: str) -> str | None:
         found = resolver.route(wire.encode_name(name))
@@ -45,6 +48,6 @@ def test_forward_replaces_a_zone_and_the_longest_suffix_wins():
 @pytest.mark.parametrize("forward", ["cluster.local", "x=", "x=,", "x=dns://1.2.3.4", "x=udp://host.name:53",
                                      "x=udp://1.2.3.4:70000"])
 def test_bad_forward_specs_are_clear_errors(forward):
-    with pytest.raises(ConfigError, match="forward"):
+    with pytest.raises(SettingsError, match="forward"):
         Settings(listen=("127.0.0.1:5353",), kube_dns="10.96.0.10", resolv_conf="/dev/null",
                  forward=(forward,)).check({})

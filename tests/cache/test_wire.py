@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache import wire
-from cache.store import DENIAL, SUCCESS, Limits, Store
+from cache.limits import Limits
+from cache.store import DENIAL, SUCCESS, Store
 
 
 def upstream_answer(name: str, ttl: int = 300, rcode: int = 0, records: int = 1, edns: bool = True) -> bytes:

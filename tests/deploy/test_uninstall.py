@@ -41,7 +41,7 @@ def cleanup_command(objects: list[dict]) -> list[str]:
 
 
 def parsed_teardown(argv: list[str], monkeypatch) -> dict:
-    import cache.netsetup as netsetup
+    import cache.netsetup.__main__ as netsetup
     seen: dict = {}
 
     class Recorder:

@@ -8,8 +8,8 @@ from tests.netsetup.netns import Netns
 _TEMPLATE = """
 import ipaddress, json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from cache.netsetup import NodeNetwork, NetworkSetupError
-from cache.iptables import Iptables
+from cache.netsetup import NodeNetwork, SetupError
+from cache.netsetup.iptables import Iptables
 errors = []
 net = NodeNetwork([ipaddress.ip_address(a) for a in {addresses!r}], 53, {health_port!r}, {interface!r}, {kind!r},
                   errors.append, iptables={iptables})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cache.iptables import detect_backend
+from cache.netsetup.iptables import detect_backend
 from tests.conftest import require_root, require_tool
 from tests.netsetup.netns import Netns
 from tests.netsetup.node import run_node_network

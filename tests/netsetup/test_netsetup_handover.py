@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from cache.netsetup import parse_proc_net
+from cache.netsetup.sockets import parse_proc_net
 from tests.conftest import require_root
 from tests.netsetup.netns import PYTHON, Netns
 from tests.netsetup.node import run_node_network

@@ -55,7 +55,7 @@ def test_an_address_owned_by_another_interface_is_a_clear_error_and_stays_there(
     result = run_node_network(ns, """
         try:
             net.ensure_interface()
-        except NetworkSetupError as exc:
+        except SetupError as exc:
             result["error"] = str(exc)
     """)
     assert "169.254.20.10" in result["error"] and "'eth9'" in result["error"]
@@ -70,7 +70,7 @@ def test_a_kernel_without_the_kind_names_the_option_to_change(ns):
     result = run_node_network(ns, """
         try:
             net.ensure_interface()
-        except NetworkSetupError as exc:
+        except SetupError as exc:
             result["error"] = str(exc)
     """, kind=kind)
     assert "--interface-kind" in result["error"] and repr(kind) in result["error"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from cache.iptables import rules_for
+from cache.netsetup.iptables import rules_for
 
 
 def summary(rule) -> tuple:

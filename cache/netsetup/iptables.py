@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .errors import SetupError
+
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -29,14 +31,6 @@ COMMENT_PREFIX = "localdns"
 DEFAULT_LOCK_PATH = "/run/xtables.lock"
 LOCK_WAIT_SECONDS = 5.0
 COMMAND_TIMEOUT_SECONDS = 15.0
-
-
-class IptablesError(Exception):
-    """An iptables call failed; `errortype` is the label counted in coredns_nodecache_setup_errors_total."""
-
-    def __init__(self, message: str, errortype: str = "iptables") -> None:
-        super().__init__(message)
-        self.errortype = errortype
 
 
 @dataclass(frozen=True)
@@ -57,31 +51,34 @@ def rules_for(addresses: Iterable[IPAddress], dns_port: int, health_port: int | 
     """The rules for the listen addresses, in the order they are ensured (each one prepended)."""
     rules: list[Rule] = []
     for address in addresses:
-        family = address.version
-        ip = str(address)
-
-        def rule(table: str, chain: str, proto: str, direction: str, port: int, target: str, why: str) -> Rule:
-            host, port_flag = ("-d", "--dport") if direction == "to" else ("-s", "--sport")
-            comment = f"{COMMENT_PREFIX}: {why}"
-            args = (host, ip, "-p", proto, "-m", proto, port_flag, str(port),
-                    "-m", "comment", "--comment", comment, "-j", target)
-            return Rule(family, table, chain, args)
-
         for proto in ("tcp", "udp"):
             rules += [
-                rule("raw", "PREROUTING", proto, "to", dns_port, "NOTRACK", "skip conntrack for queries to the cache"),
-                rule("filter", "INPUT", proto, "to", dns_port, "ACCEPT", "accept queries to the cache"),
-                rule("raw", "OUTPUT", proto, "from", dns_port, "NOTRACK", "skip conntrack for answers from the cache"),
-                rule("filter", "OUTPUT", proto, "from", dns_port, "ACCEPT", "accept answers from the cache"),
-                rule("raw", "OUTPUT", proto, "to", dns_port, "NOTRACK",
-                     "skip conntrack for host-network queries to the cache"),
+                _rule(address, "raw", "PREROUTING", proto, "to", dns_port, "NOTRACK",
+                      "skip conntrack for queries to the cache"),
+                _rule(address, "filter", "INPUT", proto, "to", dns_port, "ACCEPT", "accept queries to the cache"),
+                _rule(address, "raw", "OUTPUT", proto, "from", dns_port, "NOTRACK",
+                      "skip conntrack for answers from the cache"),
+                _rule(address, "filter", "OUTPUT", proto, "from", dns_port, "ACCEPT", "accept answers from the cache"),
+                _rule(address, "raw", "OUTPUT", proto, "to", dns_port, "NOTRACK",
+                      "skip conntrack for host-network queries to the cache"),
             ]
         if health_port is not None:
             rules += [
-                rule("raw", "OUTPUT", "tcp", "to", health_port, "NOTRACK", "skip conntrack for health checks"),
-                rule("raw", "OUTPUT", "tcp", "from", health_port, "NOTRACK", "skip conntrack for health answers"),
+                _rule(address, "raw", "OUTPUT", "tcp", "to", health_port, "NOTRACK",
+                      "skip conntrack for health checks"),
+                _rule(address, "raw", "OUTPUT", "tcp", "from", health_port, "NOTRACK",
+                      "skip conntrack for health answers"),
             ]
     return rules
+
+
+def _rule(address: IPAddress, table: str, chain: str, proto: str, direction: str, port: int, target: str,
+          why: str) -> Rule:
+    """One rule matching `proto` packets to (or from) `address` on `port`, tagged with a comment saying why."""
+    host, port_flag = ("-d", "--dport") if direction == "to" else ("-s", "--sport")
+    args = (host, str(address), "-p", proto, "-m", proto, port_flag, str(port),
+            "-m", "comment", "--comment", f"{COMMENT_PREFIX}: {why}", "-j", target)
+    return Rule(address.version, table, chain, args)
 
 
 # --- backend detection ------------------------------------------------------------------------------------------
@@ -146,7 +143,7 @@ def xtables_lock(path: str | None = None, wait: float = LOCK_WAIT_SECONDS) -> It
     try:
         fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise IptablesError(f"cannot open the xtables lock {path}: {exc}", "iptables_lock") from exc
+        raise SetupError(f"cannot open the xtables lock {path}: {exc}", "iptables_lock") from exc
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -155,7 +152,7 @@ def xtables_lock(path: str | None = None, wait: float = LOCK_WAIT_SECONDS) -> It
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise IptablesError(
+                    raise SetupError(
                         f"the xtables lock {path} is held by another program for more than {wait:g}s "
                         "(kube-proxy, a CNI plugin or an admin's iptables); will retry at the next sync",
                         "iptables_lock") from None
@@ -195,14 +192,14 @@ class Iptables:
         binary = self.binary(rule.family)
         path = shutil.which(binary)
         if path is None:
-            raise IptablesError(f"{binary} not found on PATH; install the iptables package (Debian: iptables) "
-                                f"in the image, or the node's {self.backend} backend is missing")
+            raise SetupError(f"{binary} not found on PATH; install the iptables package (Debian: iptables) "
+                                f"in the image, or the node's {self.backend} backend is missing", "iptables")
         # -I with no position prepends; -w waits for the lock where this backend takes it (legacy).
         command = [path, "-w", str(int(LOCK_WAIT_SECONDS)), "-t", rule.table, op, rule.chain, *rule.args]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
         except (OSError, subprocess.SubprocessError) as exc:
-            raise IptablesError(f"{shlex.join(command)} could not run: {exc}") from exc
+            raise SetupError(f"{shlex.join(command)} could not run: {exc}", "iptables") from exc
         if done.returncode == 0:
             return True
         stderr = done.stderr.strip()
@@ -210,5 +207,5 @@ class Iptables:
         if check_only and done.returncode == 1 and ("matching rule" in stderr or "No chain" in stderr or not stderr):
             return False
         if done.returncode == 4 or "xtables lock" in stderr:
-            raise IptablesError(f"{shlex.join(command)}: {stderr}", "iptables_lock")
-        raise IptablesError(f"{shlex.join(command)} exited {done.returncode}: {stderr or '(no message)'}")
+            raise SetupError(f"{shlex.join(command)}: {stderr}", "iptables_lock")
+        raise SetupError(f"{shlex.join(command)} exited {done.returncode}: {stderr or '(no message)'}", "iptables")

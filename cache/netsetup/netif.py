@@ -15,6 +15,8 @@ import socket
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .errors import SetupError
+
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -22,14 +24,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # IPv6 addresses on an interface without carrier (a bridge with no ports) would stay "tentative" forever waiting
 # for duplicate address detection, and a tentative address cannot be bound.
 IFA_F_NODAD = 0x02
-
-
-class InterfaceError(Exception):
-    """The interface or one of its addresses cannot be set up; `errortype` is the metric label."""
-
-    def __init__(self, message: str, errortype: str) -> None:
-        super().__init__(message)
-        self.errortype = errortype
 
 
 def ensure_interface(name: str, kind: str, addresses: list[IPAddress]) -> None:
@@ -40,7 +34,7 @@ def ensure_interface(name: str, kind: str, addresses: list[IPAddress]) -> None:
         for address in addresses:
             owner = owners.get(address)
             if owner is not None and owner != index:
-                raise InterfaceError(
+                raise SetupError(
                     f"listen address {address} is already on interface {_name(ipr, owner)!r}; the cache will not "
                     f"take it over. Remove it there, or listen on another address", "interfaceadd")
         if index is None:
@@ -59,7 +53,7 @@ def ensure_interface(name: str, kind: str, addresses: list[IPAddress]) -> None:
                          family=family, flags=IFA_F_NODAD if address.version == 6 else 0)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
-                    raise InterfaceError(f"cannot add {address} to {name}: {_reason(exc)}", "interfaceadd") from exc
+                    raise SetupError(f"cannot add {address} to {name}: {_reason(exc)}", "interfaceadd") from exc
             log.info("added %s/%d to interface %s", address, address.max_prefixlen, name)
 
 
@@ -74,7 +68,7 @@ def remove_interface(name: str) -> bool:
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return False
-            raise InterfaceError(f"cannot delete interface {name}: {_reason(exc)}", "interfacedel") from exc
+            raise SetupError(f"cannot delete interface {name}: {_reason(exc)}", "interfacedel") from exc
         return True
 
 
@@ -96,14 +90,14 @@ def _create(ipr: IPRoute, name: str, kind: str) -> int:
             if index is not None:
                 return index
         if exc.code in (errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL) or "not supported" in str(exc).lower():
-            raise InterfaceError(
+            raise SetupError(
                 f"this kernel cannot create an interface of kind {kind!r} ({_reason(exc)}); pick another kind "
                 f"with --interface-kind (e.g. --interface-kind bridge: an empty bridge holds the addresses alike)",
                 "interfaceadd") from exc
-        raise InterfaceError(f"cannot create interface {name} of kind {kind}: {_reason(exc)}", "interfaceadd") from exc
+        raise SetupError(f"cannot create interface {name} of kind {kind}: {_reason(exc)}", "interfaceadd") from exc
     index = _index(ipr, name)
     if index is None:
-        raise InterfaceError(f"interface {name} vanished right after it was created", "interfaceadd")
+        raise SetupError(f"interface {name} vanished right after it was created", "interfaceadd")
     log.info("created interface %s (kind %s)", name, kind)
     return index
 
