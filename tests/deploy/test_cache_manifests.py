@@ -46,6 +46,7 @@ def test_runs_on_every_node_on_the_host_network(objects) -> None:
     assert spec["dnsPolicy"] == "Default"  # the node's resolvers, not kube-dns through itself
     assert spec["priorityClassName"] == "system-node-critical"
     assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}  # every taint tolerated: Windows nodes too
 
 
 def test_upgrade_surges_and_never_leaves_a_node_without_a_cache(objects) -> None:

@@ -93,6 +93,8 @@ def test_cleanup_runs_on_every_node_with_the_cache_privileges_and_no_more() -> N
     assert kinds == ["DaemonSet"]  # nothing else: applying it cannot change the install
     spec = pod_spec(objects[0])
     assert spec["hostNetwork"] is True and spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["nodeSelector"] == pod_spec(find(rendered(("builtin-certs",)), "DaemonSet", "localdns-cache"))[
+        "nodeSelector"]  # exactly the cache's nodes
     assert spec["automountServiceAccountToken"] is False
     context = spec["containers"][0]["securityContext"]
     assert context["privileged"] is False and context["allowPrivilegeEscalation"] is False
