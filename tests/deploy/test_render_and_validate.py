@@ -10,17 +10,17 @@ import pytest
 
 from tests.deploy.render import (
     ALL_COMPONENTS,
+    CRD_GROUPS,
     DEFAULT,
     DEPLOY,
+    K8S_VERSION,
     OPTIONAL_COMPONENTS,
     find,
     find_all,
     kustomize,
     rendered,
+    validation_failures,
 )
-
-K8S_VERSION = "1.35.0"  # the kubectl/kustomize we render with; kubernetes-validate ships its schemas
-CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
 
 CONFIGURATIONS = {
     "default": ("builtin-certs",),
@@ -47,14 +47,7 @@ def test_kubernetes_validate_knows_the_version() -> None:
 def test_every_object_validates_against_the_kubernetes_schema(configuration) -> None:
     name, objects = configuration
     assert objects, f"{name} rendered nothing"
-    failures = []
-    for obj in objects:
-        if obj["apiVersion"].startswith(CRD_GROUPS):
-            continue
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {error.message} at {list(error.path)}")
+    failures = validation_failures(objects)
     assert not failures, "\n".join(failures)
 
 
