@@ -34,6 +34,7 @@ KUBE_DNS_UPSTREAM = "10.96.0.11"
 IMAGE = "localdns:0.1.0"
 HEALTH_PORT = 8080
 METRICS_PORT = 9253
+RUNBOOK_URL = "https://github.com/ORG/localdns/blob/main/docs/operations.md"
 
 K8S_VERSION = "1.35.0"  # the kubectl/kustomize we render with; kubernetes-validate ships its schemas
 CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")  # no schema in kubernetes-validate: checked by hand

@@ -20,6 +20,7 @@ from tests.deploy.render import (
     LOCAL_IP,
     METRICS_PORT,
     OPTIONAL_COMPONENTS,
+    RUNBOOK_URL,
     all_containers,
     container,
     expanded_args,
@@ -50,13 +51,14 @@ def test_cluster_yaml_holds_each_value_once() -> None:
     data = yaml.safe_load((DEPLOY / "cluster" / "cluster.yaml").read_text())["data"]
     assert data == {"localIP": LOCAL_IP, "clusterDomain": CLUSTER_DOMAIN, "kubeDNS": KUBE_DNS,
                     "kubeDNSUpstream": KUBE_DNS_UPSTREAM, "healthPort": str(HEALTH_PORT),
-                    "metricsPort": str(METRICS_PORT), "image": IMAGE}
+                    "metricsPort": str(METRICS_PORT), "runbookURL": RUNBOOK_URL, "image": IMAGE}
     # No other file of the tree repeats a value (a second copy is a second place to forget).
     for path in DEFAULT.parent.rglob("*.yaml"):
         if path.name == "cluster.yaml":
             continue
         text = path.read_text()
-        for value in (LOCAL_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, IMAGE, "cluster.local", HEALTH_PORT, METRICS_PORT):
+        for value in (LOCAL_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, IMAGE, "cluster.local", HEALTH_PORT, METRICS_PORT,
+                      RUNBOOK_URL):
             assert not re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", text), \
                 f"{path.relative_to(DEFAULT.parent)} repeats {value}"
 
@@ -74,7 +76,7 @@ def leftover_placeholders(node, path: str = "") -> list[str]:
                        for hit in leftover_placeholders(value, f"{path}.{key}")]
     if isinstance(node, list):
         return [hit for i, item in enumerate(node) for hit in leftover_placeholders(item, f"{path}[{i}]")]
-    if isinstance(node, str) and (node in PLACEHOLDERS or re.search(r"svc\.CLUSTER_DOMAIN$", node)):
+    if isinstance(node, str) and (node in PLACEHOLDERS or re.search(r"svc\.CLUSTER_DOMAIN$|^RUNBOOK_URL#", node)):
         return [f"{path} = {node}"]
     return []
 

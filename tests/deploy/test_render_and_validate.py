@@ -62,6 +62,7 @@ def test_only_expected_custom_resources(configuration) -> None:
         expected += [("cert-manager.io/v1", "Certificate")] * 2 + [("cert-manager.io/v1", "Issuer")] * 2
     if "servicemonitor" in CONFIGURATIONS[name]:
         expected += [("monitoring.coreos.com/v1", "ServiceMonitor")] * 2
+        expected += [("monitoring.coreos.com/v1", "PrometheusRule")]
     assert custom == sorted(expected)
 
 
