@@ -1,7 +1,7 @@
 """Which metric names a PromQL expression reads, and which names localdns exports, so that the tests can prove that
 every alert and dashboard panel reads a series that exists: a renamed metric must fail a test, not silence an alert.
 
-Exported names come from the programs themselves: the cache's exposition as `cache.metrics` renders it, and the
+Exported names come from the programs themselves: the cache's exposition as its daemon renders it, and the
 webhook's registry as prometheus-client renders it (the TYPE lines name every family even before it has a sample).
 """
 from __future__ import annotations
@@ -58,14 +58,16 @@ def exposition_names(text: str) -> set[str]:
 
 
 def exported_names() -> set[str]:
-    """What the cache and the webhook export today, rendered by their own code."""
+    """What the cache and the webhook export today, rendered by their own code: the cache's metrics as its daemon
+    wires them (built, never started), the webhook's registry."""
     from prometheus_client import generate_latest
 
-    from cache.metrics import Metrics as CacheMetrics
-    from cache.metrics import Stats
+    from cache import config
+    from cache.daemon import Daemon
     from webhook.metrics import Metrics as WebhookMetrics
 
-    cache_text = CacheMetrics(Stats(), lambda: {}, lambda: {}).render()[0].decode()
+    settings, _ = config.load(["--listen=127.0.0.1:53", "--kube-dns=192.0.2.53"], environ={})
+    cache_text = Daemon(settings, environ={}).metrics.render()[0].decode()
     webhook_text = generate_latest(WebhookMetrics().registry).decode()
     return exposition_names(cache_text) | exposition_names(webhook_text)
 
