@@ -162,7 +162,8 @@ def test_certs_bootstrap_needs_no_more_than_the_granted_rbac(default) -> None:
         # manifests' 90-day lifetime, which renews that certificate (replaces the Secret: update). Propagation 0:
         # the test does not wait the 5 minutes the CA is given to reach every API server.
         short = ["--leaf-days=1", "--leaf-renew-days=0.5"]
-        for attempt, extra in (("first install", short), ("second pod start", short), ("renewal", ["--propagation-seconds=0"])):
+        attempts = (("first install", short), ("second pod start", short), ("renewal", ["--propagation-seconds=0"]))
+        for attempt, extra in attempts:
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = main([*args, *extra, "--kubeconfig", str(api.kubeconfig_path)])
