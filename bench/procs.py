@@ -50,7 +50,18 @@ class Process:
         return self.popen.pid
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the process (all its threads) from /proc/PID/stat."""
+        """CPU time of the process: the sum of its threads' run time in nanoseconds (/proc/PID/task/*/schedstat),
+        or, where the kernel has no schedstat, utime + stime from /proc/PID/stat in clock ticks (10 ms: too coarse
+        for a 10 s run at 1,000 QPS, which costs the server a few hundred ms)."""
+        total, seen = 0, False
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+                seen = True
+            except (OSError, ValueError, IndexError):  # a thread that just exited
+                continue
+        if seen:
+            return total / 1e9
         stat = Path(f"/proc/{self.pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2:].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
