@@ -58,13 +58,17 @@ class Running:
 
 
 def _loaded(running: Running, scenario: str, round_: int, run: Callable[[], dnsperf.Result]) -> dict:
-    """Run a load and keep this round's figures: dnsperf's, and the server's CPU µs per answered query."""
-    before = running.process.cpu_seconds()
+    """Run a load and keep this round's figures: dnsperf's, and the server's CPU µs and wakeups (voluntary context
+    switches) per answered query."""
+    process = running.process
+    before, woken = process.cpu_seconds(), process.wakeups()
     result = run()
-    used = running.process.cpu_seconds() - before
+    used, woken = process.cpu_seconds() - before, process.wakeups() - woken
     running.commands.setdefault(scenario, result.command)
+    answered = result.completed or None
     figures = {"round": round_, "qps": result.qps, "completed": result.completed, "lost": result.lost,
-               "cpu_us": used / result.completed * 1e6 if result.completed else None,
+               "cpu_us": used / answered * 1e6 if answered else None,
+               "wakeups_per_query": woken / answered if answered else None,
                "avg_ms": result.avg_latency * 1e3, "max_ms": result.max_latency * 1e3}
     if result.latencies:
         figures.update(p50_ms=result.percentile(50) * 1e3, p99_ms=result.percentile(99) * 1e3)

@@ -66,6 +66,18 @@ class Process:
         fields = stat[stat.rindex(")") + 2:].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
+    def wakeups(self) -> int:
+        """Voluntary context switches of all its threads: each is a sleep (in epoll_wait, say) ended by a wakeup."""
+        total = 0
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+            except (OSError, ValueError):  # a thread that just exited
+                continue
+        return total
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

@@ -46,7 +46,7 @@ def spread(values: list[float]) -> Spread | None:
     return Spread(statistics.median(values), min(values), max(values), len(values)) if values else None
 
 
-def metrics(results: dict) -> list[Metric]:
+def metrics(results: dict, detailed: bool = False) -> list[Metric]:
     out = [Metric("cache hits: server CPU µs / query", "hit", "cpu_us", 2),
            Metric("cache hits: QPS (dnsperf-bound)", "hit", "qps", 0, False),
            Metric("misses (unique names): server CPU µs / query", "miss", "cpu_us", 1),
@@ -55,6 +55,9 @@ def metrics(results: dict) -> list[Metric]:
         out += [Metric(f"steady {qps:,} QPS: server CPU µs / query", f"rate {qps}", "cpu_us", 2),
                 Metric(f"steady {qps:,} QPS: p50 ms", f"rate {qps}", "p50_ms", 3),
                 Metric(f"steady {qps:,} QPS: p99 ms", f"rate {qps}", "p99_ms", 3)]
+    if detailed:  # how often the server slept and was woken: at a moderate rate, once per query costs the most
+        out += [Metric(f"steady {qps:,} QPS: wakeups / query", f"rate {qps}", "wakeups_per_query", 2)
+                for qps, _ in results["plan"].get("rates", [])]
     return out
 
 
@@ -239,7 +242,7 @@ def markdown(results: dict) -> str:
     lines += ["", "## DNS cache, round by round", "",
               "`localdns-plain` is the same cache with the batched listener switched off (`--no-udp-batch`). "
               "`unbound-tcp` is unbound with `tcp-upstream: yes`, the like-for-like peer on misses.", ""]
-    for metric in metrics(results):
+    for metric in metrics(results, detailed=True):
         lines += detail(results, metric)
     failed = {n: c["error"] for n, c in caches.items() if "error" in c}
     for name, error in failed.items():

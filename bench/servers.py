@@ -57,7 +57,7 @@ def start_upstream(work: Path, hosts: Path, log_dir: Path) -> tuple[procs.Proces
             f"--local-ttl={TTL}", "--cache-size=0", f"--port={port}", "--listen-address=127.0.0.1",
             "--bind-interfaces", "--pid-file=", "--log-facility=-", "--user=root", "--dns-forward-max=1000"]
     process = procs.start("upstream-dnsmasq", argv, log_dir, core=procs.LOAD_CORE)
-    procs.wait_for_dns(process, port, f"h0.{ZONE}")
+    procs.wait_for_dns(process, port, f"h0.{ZONE}", timeout=120)  # it reads every name first: ~1M in the full run
     return process, port
 
 
