@@ -56,7 +56,7 @@ def metrics(results: dict, detailed: bool = False) -> list[Metric]:
                 Metric(f"steady {qps:,} QPS: p50 ms", f"rate {qps}", "p50_ms", 3),
                 Metric(f"steady {qps:,} QPS: p99 ms", f"rate {qps}", "p99_ms", 3)]
     if detailed:  # how often the server slept and was woken: at a moderate rate, once per query costs the most
-        out += [Metric(f"steady {qps:,} QPS: wakeups / query", f"rate {qps}", "wakeups_per_query", 2)
+        out += [Metric(f"steady {qps:,} QPS: wakeups / query", f"rate {qps}", "wakeups_per_query", 3)
                 for qps, _ in results["plan"].get("rates", [])]
     return out
 
