@@ -163,8 +163,8 @@ class QueryLog:
         duration = time.monotonic() - query.started
         source = "cache" if _current_task() is query.task else "upstream"
         if self.dropped_unreported:
-            self._put(f"dropped {self.dropped_unreported} query log lines dropped before this one (more than "
-                      f"{self.rate:g} a second, bursts of {self.burst}: --log-queries-rate, --log-queries-burst)")
+            self._put(f"dropped {self.dropped_unreported} query log lines before this one (over {self.rate:g} a "
+                      f"second, bursts of {self.burst}: --log-queries-rate, --log-queries-burst)")
             self.dropped_unreported = 0
         self._put(format_line(query.data, query.addr, query.proto, reply, duration, source))
 
