@@ -199,7 +199,7 @@ def test_stub_domain_and_upstream_override_follow_kubelet_updates(tmp_path, kube
         assert stub_dns.queries(STUB_NAME) == asked + 1  # answered from the cache kept across the change
 
         # A bad stubDomains value: logged with the key, counted, and the stub domain in force stays.
-        mount.write({"stubDomains": '{"acme.local": ["127.0.0.1:%d"' % stub_dns.port,
+        mount.write({"stubDomains": json.dumps({"acme.local": [f"127.0.0.1:{stub_dns.port}"]})[:-2],
                      "upstreamNameservers": json.dumps([f"127.0.0.1:{node_dns.port}"])})
         wait_for(lambda: "bad stubDomains: not JSON" in cache.output(), "the bad value to be logged")
         assert cache.metrics()['coredns_nodecache_setup_errors_total{errortype="configmap"}'] == 1
