@@ -66,6 +66,8 @@ class Metrics:
         _family(out, "localdns_loops_detected_total", "counter", "Our own loop probe came back to us.",
                 [((), s.loops_detected)])
         _labelled(out, "localdns_config_reloads_total", "counter", "Config file reloads.", "result", s.config_reloads)
+        _family(out, "localdns_query_log_dropped_total", "counter", "Query log lines dropped by the rate limit.",
+                [((), s.query_log_dropped)])
         return "".join(out).encode(), CONTENT_TYPE
 
 

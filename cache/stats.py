@@ -49,3 +49,4 @@ class Stats:
     setup_errors: defaultdict[str, int] = field(default_factory=_counts)  # errortype
     loops_detected: int = 0
     config_reloads: defaultdict[str, int] = field(default_factory=_counts)  # "ok" / "failed"
+    query_log_dropped: int = 0  # query log lines over the rate limit, or with the writer stuck

@@ -15,7 +15,7 @@ from webhook import logs
 from webhook.config import DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_BODY_BYTES, ConfigError, Settings
 from webhook.preview import DEFAULT_CLUSTER_DNS
 
-OPTIONAL_SUBCOMMANDS = ("audit", "rollout", "status")
+OPTIONAL_SUBCOMMANDS = ("audit", "rollout", "status", "kubednsmirror")
 
 
 def _settings() -> Settings:

@@ -78,6 +78,7 @@ RESOURCES: dict[str, Resource] = {
     "Node": Resource("/api/v1", "nodes", namespaced=False),
     "Pod": Resource("/api/v1", "pods"),
     "Secret": Resource("/api/v1", "secrets"),
+    "ConfigMap": Resource("/api/v1", "configmaps"),
     "ReplicaSet": Resource("/apis/apps/v1", "replicasets"),
     "Deployment": Resource("/apis/apps/v1", "deployments"),
     "StatefulSet": Resource("/apis/apps/v1", "statefulsets"),

@@ -146,7 +146,7 @@ def test_image_is_a_one_line_edit(tls: str) -> None:
     workloads = [find(objects, "Deployment", "localdns-webhook"), find(objects, "DaemonSet", "localdns-cache")]
     images = {c["name"]: c["image"] for w in workloads for c in all_containers(w)}
     assert set(images.values()) == {new}, images
-    assert len(images) == (4 if tls == "builtin-certs" else 2)
+    assert len(images) == (5 if tls == "builtin-certs" else 3)  # webhook, cache, kube-dns-mirror (+ certs pair)
 
 
 def test_ports_are_one_line_edits() -> None:
