@@ -14,15 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from clustertools.cli import (
-    EXIT_FINDINGS,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    add_common_arguments,
-    connect_from,
-    load_settings,
-    requested_namespaces,
-)
+from clustertools import cli
 from clustertools.output import emit, plural, table
 from clustertools.owners import Owner, OwnerResolver
 from clustertools.scope import Gaps, iter_pods, opted_in_namespaces
@@ -130,8 +122,8 @@ class AuditResult:
     @property
     def exit_code(self) -> int:
         if self.gaps:
-            return EXIT_PARTIAL
-        return EXIT_FINDINGS if self.groups else EXIT_OK
+            return cli.EXIT_PARTIAL
+        return cli.EXIT_FINDINGS if self.groups else cli.EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -208,11 +200,11 @@ DESCRIPTION = ("For every opted-in namespace (or those named), list the pods the
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    cli.add_common_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
-    result = collect(connect_from(args), requested_namespaces(args), settings)
+    settings = cli.load_settings(args)
+    result = collect(cli.connect_from(args), cli.requested_namespaces(args), settings)
     emit(result.as_dict(), args.output, render)
     return result.exit_code

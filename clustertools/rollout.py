@@ -19,17 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from clustertools import cli
 from clustertools.audit import DELETE, NEEDS_RESTART, RESTART, AuditResult, OwnerGroup, classify, collect
-from clustertools.cli import (
-    EXIT_ERROR,
-    EXIT_FINDINGS,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    add_common_arguments,
-    connect_from,
-    load_settings,
-    requested_namespaces,
-)
 from clustertools.output import emit, plural, table
 from clustertools.owners import Owner, OwnerResolver
 from clustertools.readiness import Progress, cannot_restart, progress, restart_patch
@@ -329,8 +320,8 @@ def render(data: dict[str, Any]) -> str:
 def exit_code(audit: AuditResult, targets: list[Target], bare: list[Target | OwnerGroup]) -> int:
     outcomes = [t.state for t in targets] + [b.state for b in bare if isinstance(b, Target)]
     if any(state in (FAILED, NOT_STARTED) for state in outcomes):
-        return EXIT_FINDINGS
-    return EXIT_PARTIAL if audit.gaps else EXIT_OK
+        return cli.EXIT_FINDINGS
+    return cli.EXIT_PARTIAL if audit.gaps else cli.EXIT_OK
 
 
 HELP = "restart the workloads `audit` lists, like `kubectl rollout restart` (dry run unless --yes)"
@@ -340,7 +331,7 @@ DESCRIPTION = ("Restart the Deployments, StatefulSets and DaemonSets whose pods 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    cli.add_common_arguments(parser)
     parser.add_argument("--yes", action="store_true", help="really restart (default: dry run, show the plan)")
     parser.add_argument("--dry-run", action="store_true",
                         help="only show the plan (the default; wins over --yes wherever it appears)")
@@ -359,11 +350,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_concurrent < 1 or args.timeout <= 0:
         print("error: --max-concurrent must be at least 1 and --timeout positive", file=sys.stderr)
-        return EXIT_ERROR
+        return cli.EXIT_ERROR
     args.yes = args.yes and not args.dry_run  # any doubt means no change
-    settings = load_settings(args)
-    client = connect_from(args)
-    audit = collect(client, requested_namespaces(args), settings)
+    settings = cli.load_settings(args)
+    client = cli.connect_from(args)
+    audit = collect(client, cli.requested_namespaces(args), settings)
     targets, bare_groups, left = plan(audit)
     bare: list[Target | OwnerGroup] = list(bare_groups)
     problems = preflight(client) if targets or (bare_groups and args.delete_bare_pods) else []
@@ -373,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         print("Fix it (see `python -m webhook status`), or add --force to restart anyway.", file=sys.stderr)
-        return EXIT_FINDINGS
+        return cli.EXIT_FINDINGS
     if args.yes:
         reporter = Reporter(len(targets) + (len(bare_groups) if args.delete_bare_pods else 0))
         runner = Runner(client, settings, args.max_concurrent, args.timeout, args.poll_interval, reporter)

@@ -27,16 +27,8 @@ from typing import Any
 from cryptography import x509
 
 from certs.authority import CertificateError, dns_names_of, fingerprint, is_signed_by, load_certificates
+from clustertools import cli
 from clustertools.audit import collect
-from clustertools.cli import (
-    EXIT_FINDINGS,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    add_common_arguments,
-    connect_from,
-    load_settings,
-    requested_namespaces,
-)
 from clustertools.output import emit, plural, table
 from clustertools.scope import Gaps
 from localdns import names
@@ -179,11 +171,11 @@ class StatusReport:
     @property
     def exit_code(self) -> int:
         if any(c.state == FAIL for c in self.checks):
-            return EXIT_FINDINGS
-        return EXIT_PARTIAL if self.gaps else EXIT_OK
+            return cli.EXIT_FINDINGS
+        return cli.EXIT_PARTIAL if self.gaps else cli.EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
-        return {"healthy": self.exit_code == EXIT_OK, "partial": bool(self.gaps), "gaps": list(self.gaps.items),
+        return {"healthy": self.exit_code == cli.EXIT_OK, "partial": bool(self.gaps), "gaps": list(self.gaps.items),
                 "checks": [c.as_dict() for c in self.checks], "namespaces": self.namespaces, "notes": self.notes}
 
 
@@ -226,7 +218,7 @@ def gather(client: Client, args: argparse.Namespace, now: dt.datetime) -> Status
     if deployment is not None:
         report.checks.append(check_webhook_replicas(deployment))
 
-    audit = collect(client, requested_namespaces(args), load_settings(args))
+    audit = collect(client, cli.requested_namespaces(args), cli.load_settings(args))
     report.gaps.items.extend(g for g in audit.gaps.items if g not in report.gaps.items)
     report.notes = audit.notes
     daemonset = read("DaemonSet", names.CACHE_DAEMONSET, names.NAMESPACE, "cache")
@@ -291,13 +283,13 @@ DESCRIPTION = ("One screen on the health of localdns. Exit 0: healthy (warnings 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    cli.add_common_arguments(parser)
     parser.add_argument("--webhook-address", metavar="HOST:PORT",
                         help="also check the certificate the webhook serves there (e.g. 127.0.0.1:8443 after "
                         "`kubectl port-forward`); default: the Service name when run inside the cluster")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = gather(connect_from(args), args, dt.datetime.now(dt.UTC))
+    report = gather(cli.connect_from(args), args, dt.datetime.now(dt.UTC))
     emit(report.as_dict(), args.output, render)
     return report.exit_code
