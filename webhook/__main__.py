@@ -20,11 +20,14 @@ from webhook.preview import DEFAULT_CLUSTER_DNS
 # Subcommand -> ("module:function", help). The function gets the command line from the subcommand on and the
 # program's name, `function(argv, prog)`, and returns the exit status.
 HANDOVER: dict[str, tuple[str, str]] = {
-    "audit": ("clustertools.__main__:main", "running pods that do not use the local DNS cache yet (cluster tools)"),
-    "rollout": ("clustertools.__main__:main", "restart the workloads `audit` lists (cluster tools)"),
-    "status": ("clustertools.__main__:main", "check the installation (cluster tools)"),
-    "demo": ("localdns.demo:main", "run the webhook on loopback with a fresh CA, send it sample pods, then resolve "
-                                   "their names through the cache"),
+    "audit": ("clustertools.__main__:main",
+              "list running pods that do not use the local DNS cache yet, grouped by what recreates them"),
+    "rollout": ("clustertools.__main__:main",
+                "restart the workloads `audit` lists, like `kubectl rollout restart` (dry run unless --yes)"),
+    "status": ("clustertools.__main__:main", "check the installation: webhook configuration, certificates, webhook "
+                                             "and cache readiness, namespaces"),
+    "demo": ("localdns.demo:main", "run the webhook on loopback and send it sample pods, then resolve their names "
+                                   "through the cache"),
 }
 
 

@@ -41,6 +41,13 @@ def test_every_handed_over_command_is_a_function_of_its_program():
         assert done.returncode == 0, (name, done.stderr)
 
 
+def test_the_help_listing_says_what_the_cluster_tools_say_of_themselves():
+    from clustertools.__main__ import COMMANDS
+
+    for name, module in COMMANDS.items():
+        assert HANDOVER[name][1] == module.HELP
+
+
 @pytest.mark.parametrize("argv,prog", [(["audit", "--help"], "python -m webhook audit"),
                                        (["--log-level", "DEBUG", "status", "-h"], "python -m webhook status"),
                                        (["rollout", "--help"], "python -m webhook rollout")])
