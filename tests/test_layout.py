@@ -23,8 +23,6 @@ ALLOWED: dict[str, set[str]] = {
     "clustertools": {"clustertools", "localdns", "webhook", "certs"},  # judged by webhook.policy, certs' checks
     "bench": {"bench", "webhook", "cache"},  # benchmarks run the programs
 }
-# Import guards that the cache's half of issue 14 removes; empty this once it has landed (the test says so).
-PENDING_GUARDS = {"cache/daemon.py", "cache/server.py"}
 
 
 def sources() -> list[Path]:
@@ -97,5 +95,4 @@ def import_guards(path: Path) -> list[int]:
 
 def test_no_module_guards_the_import_of_another_project_module():
     guarded = {str(path.relative_to(ROOT)): lines for path in sources() if (lines := import_guards(path))}
-    assert not set(guarded) - PENDING_GUARDS, f"a project module is always installed with the project: {guarded}"
-    assert PENDING_GUARDS <= set(guarded), f"gone: remove {PENDING_GUARDS - set(guarded)} from PENDING_GUARDS"
+    assert not guarded, f"a project module is always installed with the project: {guarded}"

@@ -152,6 +152,10 @@ def test_the_image_is_built_from_every_package_the_project_ships(dockerfile) -> 
     assert shipped <= copied
     top_level = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
     assert top_level == shipped, "every top-level package ships, and nothing else"
+    # setuptools ships the packages listed, not their subpackages: each must be listed itself.
+    every = {".".join(path.parent.relative_to(ROOT).parts) for package in shipped
+             for path in (ROOT / package).rglob("__init__.py")}
+    assert set(listed) == every
 
 
 def test_iptables_is_in_the_image_for_the_cache(dockerfile) -> None:

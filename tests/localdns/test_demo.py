@@ -81,3 +81,9 @@ def test_demo_runs_with_only_the_runtime_dependencies(tmp_path):
                           cwd=tmp_path, env=clean_env())
     assert done.returncode == 0, done.stderr
     assert_demo_output(done.stdout)
+    # Every module of the source tree was installed, and imports with the runtime dependencies alone.
+    modules = sorted(".".join(path.relative_to(source).with_suffix("").parts).removesuffix(".__init__")
+                     for package in {p.split(".")[0] for p in packages} for path in (source / package).rglob("*.py"))
+    imported = subprocess.run([python, "-c", f"import importlib\nfor m in {modules!r}: importlib.import_module(m)"],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path, env=clean_env())
+    assert imported.returncode == 0, imported.stderr[-3000:]
