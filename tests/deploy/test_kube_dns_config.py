@@ -1,6 +1,7 @@
 """kube-dns's ConfigMap reaches the caches: every cache mounts the copy in its own namespace (optional, so the cache
-starts without it) and reads it with --kube-dns-config; the kube-dns-mirror component keeps that copy, and the RBAC it
-grants is exactly what `python -m webhook mirror-kube-dns` needs, checked against an API server that enforces it."""
+starts without it) and reads it with --kube-dns-config; the kube-dns-mirror component keeps that copy, and the RBAC
+it grants is exactly what `python -m clustertools mirror-kube-dns` needs, checked against an API server that enforces
+it."""
 from __future__ import annotations
 
 import pytest
@@ -33,9 +34,9 @@ def test_every_cache_mounts_the_copy_optionally(components) -> None:
 
 
 def test_the_mirror_needs_no_more_than_its_rbac(mirrored) -> None:
+    from clustertools.kubednsmirror import sync_once
+    from localdns.kube import KubeError, connect
     from tests.kubeapi import ApiError, FakeKubeAPI
-    from webhook.cluster import ClusterError, connect
-    from webhook.kubednsmirror import sync_once
 
     roles = {role["metadata"]["namespace"]: role for role in find_all(mirrored, "Role")
              if role["metadata"]["name"] == "localdns-kube-dns-mirror"}
@@ -63,9 +64,9 @@ def test_the_mirror_needs_no_more_than_its_rbac(mirrored) -> None:
         copy = api.get_object("configmaps", "localdns-kube-dns", "localdns-system")
         assert copy["data"] == {k: v for k, v in KUBE_DNS_DATA.items() if k != "federations"}
         assert sync_once(cluster) is False  # nothing to change: no write
-        with pytest.raises(ClusterError):  # and nothing beyond the grant: another ConfigMap of kube-system
+        with pytest.raises(KubeError):  # and nothing beyond the grant: another ConfigMap of kube-system
             sync_once(cluster, source="kube-system/other")
         assert denied == [("get", "configmaps", "kube-system", "other")]
     mirror = container(find(mirrored, "Deployment", "localdns-webhook", "localdns-system"), "kube-dns-mirror")
-    assert mirror["command"] == ["python", "-m", "webhook"] and mirror["args"] == ["mirror-kube-dns"]
+    assert mirror["command"] == ["python", "-m", "clustertools"] and mirror["args"] == ["mirror-kube-dns"]
     assert mirror["securityContext"]["runAsNonRoot"] is True and mirror["securityContext"]["readOnlyRootFilesystem"]

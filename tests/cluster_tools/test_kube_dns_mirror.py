@@ -1,13 +1,13 @@
-"""`python -m webhook mirror-kube-dns`: the copy follows kube-dns's ConfigMap key by key (changed, removed, or the
+"""`python -m clustertools mirror-kube-dns`: the copy follows kube-dns's ConfigMap key by key (changed, removed, or the
 whole ConfigMap deleted), leaves other keys of the copy alone, and a failure leaves the copy as it was."""
 from __future__ import annotations
 
 import pytest
 
+from clustertools.__main__ import main
+from clustertools.kubednsmirror import sync_once
+from localdns.kube import connect
 from tests.kubeapi import FakeKubeAPI
-from webhook.__main__ import main
-from webhook.cluster import connect
-from webhook.kubednsmirror import sync_once
 
 
 def configmap(namespace: str, name: str, data: dict | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""`python -m webhook mirror-kube-dns`: keeps kube-system/kube-dns's `stubDomains` and `upstreamNameservers` copied
+"""`python -m clustertools mirror-kube-dns`: keeps kube-system/kube-dns's `stubDomains` and `upstreamNameservers` copied
 into localdns-system/localdns-kube-dns, the ConfigMap the cache DaemonSet mounts for `--kube-dns-config`.
 
 A pod can mount ConfigMaps of its own namespace only. node-local-dns runs in kube-system and mounts kube-dns's
@@ -14,23 +14,25 @@ import argparse
 import logging
 import time
 
-from webhook.cluster import INSTALL_NAMESPACE, REQUEST_TIMEOUT, Cluster, ClusterError, NotFound, connect_from
+from clustertools import cli
+from localdns import names
+from localdns.kube import DEFAULT_TIMEOUT, JSON, Client, KubeError, NotFound
 
 KEYS = ("stubDomains", "upstreamNameservers")
 SOURCE = "kube-system/kube-dns"
-TARGET = f"{INSTALL_NAMESPACE}/localdns-kube-dns"
+TARGET = f"{names.NAMESPACE}/{names.KUBE_DNS_COPY}"
 INTERVAL = 30.0  # seconds between reads: two GETs per replica, nothing next to the kubelet's own ConfigMap sync
 
 log = logging.getLogger("localdns.kube-dns-mirror")
 
 
-def wanted(source: dict | None) -> dict[str, str]:
+def wanted(source: JSON | None) -> dict[str, str]:
     """The keys the cache reads, from kube-dns's ConfigMap (None: it does not exist)."""
     data = (source or {}).get("data") or {}
     return {key: data[key] for key in KEYS if isinstance(data.get(key), str)}
 
 
-def patch_for(target: dict, values: dict[str, str]) -> dict | None:
+def patch_for(target: JSON, values: dict[str, str]) -> JSON | None:
     """A JSON merge patch that makes the copy hold exactly `values` in KEYS (None: it already does). Other keys
     of the copy are left alone; a key no longer wanted is removed (null)."""
     data = target.get("data") or {}
@@ -41,12 +43,12 @@ def patch_for(target: dict, values: dict[str, str]) -> dict | None:
 def _split(reference: str) -> tuple[str, str]:
     namespace, _, name = reference.partition("/")
     if not namespace or not name:
-        raise ClusterError(f"{reference!r}: expected NAMESPACE/NAME")
+        raise KubeError(f"{reference!r}: expected NAMESPACE/NAME")
     return namespace, name
 
 
-def sync_once(cluster: Cluster, source: str = SOURCE, target: str = TARGET) -> bool:
-    """Make the copy match the source once; returns whether it was changed. ClusterError when either cannot be
+def sync_once(cluster: Client, source: str = SOURCE, target: str = TARGET) -> bool:
+    """Make the copy match the source once; returns whether it was changed. KubeError when either cannot be
     read or the copy cannot be written (the copy then keeps what it had)."""
     source_ns, source_name = _split(source)
     target_ns, target_name = _split(target)
@@ -57,7 +59,7 @@ def sync_once(cluster: Cluster, source: str = SOURCE, target: str = TARGET) -> b
     try:
         copy = cluster.get("ConfigMap", target_name, target_ns)
     except NotFound:
-        raise ClusterError(f"ConfigMap {target} does not exist; it is part of the kube-dns-mirror component: "
+        raise KubeError(f"ConfigMap {target} does not exist; it is part of the kube-dns-mirror component: "
                            "kubectl apply -k deploy/ again") from None
     patch = patch_for(copy, values)
     if patch is None:
@@ -67,8 +69,25 @@ def sync_once(cluster: Cluster, source: str = SOURCE, target: str = TARGET) -> b
     return True
 
 
+HELP = "keep kube-dns's stubDomains/upstreamNameservers copied for the caches (a sidecar)"
+DESCRIPTION = (__doc__ or "").split("\n\n")[0]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG; in a pod, its ServiceAccount; "
+                                             "else ~/.kube/config)")
+    parser.add_argument("--context", help="kubeconfig context to use (default: the current context)")
+    parser.add_argument("--request-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"give up on one API call after this long (default: {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--source", default=SOURCE, help=f"NAMESPACE/NAME of kube-dns's ConfigMap (default {SOURCE})")
+    parser.add_argument("--target", default=TARGET, help=f"NAMESPACE/NAME of the copy (default {TARGET})")
+    parser.add_argument("--interval", type=float, default=INTERVAL,
+                        help=f"seconds between reads (default {INTERVAL:g})")
+    parser.add_argument("--once", action="store_true", help="copy once and exit (status 2 when it cannot)")
+
+
 def run(args: argparse.Namespace) -> int:
-    cluster = connect_from(args)
+    cluster = cli.connect_from(args)
     failing = ""
     while True:
         try:
@@ -76,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             if failing:
                 log.info("mirroring %s works again", args.source)
             failing = ""
-        except ClusterError as error:
+        except KubeError as error:
             if args.once:
                 raise
             if str(error) != failing:  # once per distinct failure, not every interval
@@ -86,21 +105,3 @@ def run(args: argparse.Namespace) -> int:
         if args.once:
             return 0
         time.sleep(args.interval)
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from webhook.cluster import guarded
-
-    parser = subparsers.add_parser(
-        "mirror-kube-dns", help="keep kube-dns's stubDomains/upstreamNameservers copied for the caches",
-        description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
-    parser.add_argument("--context", help="kubeconfig context to use (default: the current context)")
-    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT, metavar="SECONDS",
-                        help=f"give up on one API call after this long (default: {REQUEST_TIMEOUT:g})")
-    parser.add_argument("--source", default=SOURCE, help=f"NAMESPACE/NAME of kube-dns's ConfigMap (default {SOURCE})")
-    parser.add_argument("--target", default=TARGET, help=f"NAMESPACE/NAME of the copy (default {TARGET})")
-    parser.add_argument("--interval", type=float, default=INTERVAL,
-                        help=f"seconds between reads (default {INTERVAL:g})")
-    parser.add_argument("--once", action="store_true", help="copy once and exit (status 2 when it cannot)")
-    parser.set_defaults(func=guarded(run))
