@@ -17,22 +17,32 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def webhook_entry(name: str, mode: str, path: str, bundle: str | None) -> dict:
+    client_config: dict = {"service": {"namespace": NS, "name": "localdns-webhook", "path": path, "port": 443}}
+    if bundle is not None:
+        client_config["caBundle"] = bundle
+    return {"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore",
+            "timeoutSeconds": 2, "namespaceSelector": {"matchLabels": {"localdns.io/inject": mode}},
+            "clientConfig": client_config,
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}
+
+
+def webhook_configuration(bundle: str | None, entries: tuple[tuple[str, str, str], ...] = (
+        ("inject.localdns.io", "enabled", "/mutate"), ("dry-run.localdns.io", "dry-run", "/dry-run"))) -> dict:
+    """The MutatingWebhookConfiguration of deploy/ with its caBundle set: one entry per label value."""
+    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "localdns-webhook"},
+            "webhooks": [webhook_entry(name, mode, path, bundle) for name, mode, path in entries]}
+
+
 def install(api, *, ca=None, serving=None, webhook_ready: int = 2, cache_ready: tuple[str, ...] = ("node-1", "node-2"),
             nodes: int = 2, ca_bundle: bytes | None = None):
     """What `kubectl apply -k deploy/` plus `certs bootstrap` leave in the cluster, with controllers' status."""
     ca = ca or new_ca()
     serving = serving or new_serving_cert(ca, service_dns_names("localdns-webhook", NS))
     w.namespace(api, NS, opted_in=False)
-    api.seed({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-              "metadata": {"name": "localdns-webhook"},
-              "webhooks": [{"name": "inject.localdns.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                            "failurePolicy": "Ignore", "timeoutSeconds": 2,
-                            "namespaceSelector": {"matchLabels": {"localdns.io/inject": "enabled"}},
-                            "clientConfig": {"service": {"namespace": NS, "name": "localdns-webhook",
-                                                         "path": "/mutate", "port": 443},
-                                             "caBundle": b64(ca.cert_pem() if ca_bundle is None else ca_bundle)},
-                            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                                       "resources": ["pods"]}]}]})
+    bundle = b64(ca.cert_pem() if ca_bundle is None else ca_bundle)
+    api.seed(webhook_configuration(bundle))
     api.seed({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
               "metadata": {"name": "localdns-webhook-tls", "namespace": NS},
               "data": {"tls.crt": b64(serving.cert_pem()), "tls.key": b64(serving.key_pem()),
@@ -71,8 +81,8 @@ def test_healthy_installation(api, cli):
     assert states == {"webhook configuration": "ok", "certificate": "ok", "served certificate": "unknown",
                       "webhook": "ok", "cache": "ok", "namespaces": "ok"}
     assert "port-forward" in checks(result)["served certificate"]["detail"]
-    assert result.json()["namespaces"][0] | {} == {"name": "shop", "readable": True, "pods": 2, "injected": 2,
-                                                   "needsRestart": 0, "untouched": 0}
+    assert result.json()["namespaces"][0] | {} == {"name": "shop", "mode": "enabled", "readable": True, "pods": 2,
+                                                   "injected": 2, "needsRestart": 0, "wouldInject": 0, "untouched": 0}
     text = cli("status")
     assert text.code == 0 and "localdns is healthy" in text.out and "shop" in text.out
 
