@@ -147,18 +147,19 @@ def warnings_for(result: Reach, local_ip: str) -> tuple[str, ...]:
     """What to tell the user: nothing when both protocols reach the cache."""
     if result.udp and result.tcp:
         return ()
+    block = "blocks" if len(result.policies) == 1 else "block"
     if not result.udp:
-        what = f"blocks DNS (UDP {DNS_PORT}) to the node-local cache {local_ip}; DNS left unchanged"
+        what = f"{block} DNS (UDP {DNS_PORT}) to the node-local cache {local_ip}; DNS left unchanged"
     else:
-        what = (f"blocks TCP {DNS_PORT} to the node-local cache {local_ip}: DNS answers too large for UDP will "
-                "fail")
+        what = f"{block} TCP {DNS_PORT} to the node-local cache {local_ip}: DNS answers too large for UDP will fail"
     return (f"localdns: {_named(result.policies)} {what}",
             f"localdns: to allow it, add to spec.egress of {result.policies[0].ref}: {egress_rule(local_ip)}")
 
 
 def blocked_reason(result: Reach, local_ip: str) -> str:
     """The decision's reason when UDP is blocked (the log line, `preview`, `audit`)."""
-    return f"{_named(result.policies)} blocks DNS (UDP {DNS_PORT}) to {local_ip}"
+    block = "blocks" if len(result.policies) == 1 else "block"
+    return f"{_named(result.policies)} {block} DNS (UDP {DNS_PORT}) to {local_ip}"
 
 
 # ---- reading a NetworkPolicy object ----
