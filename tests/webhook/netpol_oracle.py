@@ -123,7 +123,7 @@ peers = st.one_of(
 @st.composite
 def port_entries(draw: Any) -> dict:
     entry: dict[str, Any] = {}
-    protocol = draw(st.sampled_from([None, "TCP", "UDP", "SCTP"]))
+    protocol = draw(st.sampled_from([None, "TCP", "UDP", "UDP", "SCTP"]))
     if protocol is not None:
         entry["protocol"] = protocol
     port = draw(st.sampled_from([None, 53, 52, 54, 1, "dns", "dns-tcp"]))
@@ -153,5 +153,19 @@ def network_policies(draw: Any, name: str) -> dict:
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-policy_sets = st.integers(0, 4).flatmap(
-    lambda n: st.tuples(*(network_policies(f"policy-{i}") for i in range(n))).map(list))
+# One policy that isolates every pod with a single rule: each part of the rule (the ipBlock and its except, the
+# port entry's protocol, port, endPort or name) alone decides the answer, so every feature is exercised often.
+focused = st.builds(
+    lambda to, port: [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                       "metadata": {"name": "focused", "namespace": "shop"},
+                       "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                                "egress": [{**({"to": to} if to is not None else {}),
+                                            **({"ports": [port]} if port is not None else {})}]}}],
+    st.one_of(st.none(), st.lists(peers, max_size=1), st.builds(lambda block: [{"ipBlock": block}], ip_blocks),
+              st.builds(lambda cidr, excepts: [{"ipBlock": {"cidr": cidr, "except": excepts}}],
+                        st.sampled_from(CIDRS), st.lists(st.sampled_from(EXCEPTS), min_size=1, max_size=2))),
+    st.one_of(st.none(), st.sampled_from([{"protocol": "UDP", "port": 53}, {"protocol": "UDP", "port": "dns"},
+                                          {"port": 53}, {"protocol": "UDP", "port": 50, "endPort": 60}]),
+              port_entries()))
+policy_sets = st.one_of(focused, st.integers(0, 4).flatmap(
+    lambda n: st.tuples(*(network_policies(f"policy-{i}") for i in range(n))).map(list)))
