@@ -73,9 +73,11 @@ class History:
         self.changed.notify_all()
 
     # ---- test hooks ----
-    def compact(self, through: int) -> None:
-        """Forget the changes up to version `through`, as etcd compaction does: older watches get 410."""
+    def compact(self, through: int | None = None) -> None:
+        """Forget the changes up to version `through` (default: all so far), as etcd compaction does: a watch from an
+        older version gets 410."""
         with self.lock:
+            through = self._latest() if through is None else through
             self.events = [e for e in self.events if e.version > through]
             self.oldest = through
 

@@ -49,6 +49,7 @@ class PolicyView:
         self._by_namespace: dict[str, tuple[netpol.Policy, ...]] = {}
         self._objects: dict[str, dict[str, netpol.Policy]] = {}  # the thread's own working copy
         self._synced = False
+        self._version = ""  # the last resourceVersion seen (list, event or bookmark)
         self._failures = 0
         self._stopping = threading.Event()
         self._watch: Watch | None = None
@@ -67,6 +68,11 @@ class PolicyView:
 
     def in_namespace(self, namespace: str) -> Sequence[netpol.Policy]:
         return self._by_namespace.get(namespace, ())
+
+    @property
+    def resource_version(self) -> str:
+        """The version the view is current to: where its next watch starts."""
+        return self._version
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -89,10 +95,8 @@ class PolicyView:
             return
         version = None
         while not self._stopping.is_set():
-            if version is None:
-                version = self._list(client)
-                continue
-            version = self._follow(client, version)
+            version = self._list(client) if version is None else self._follow(client, version)
+            self._version = version or self._version
 
     def _pause(self) -> None:
         """Wait before the next try: nothing after the first failure, then doubling up to the cap, jittered."""
@@ -134,6 +138,7 @@ class PolicyView:
                 self._watch.close()
             for event in self._watch:
                 version = self._apply(event) or version
+                self._version = version
                 progressed = True
                 self._failures = 0
         except Expired as error:
