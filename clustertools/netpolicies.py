@@ -86,10 +86,6 @@ class Findings:
         if policies and counts(pod, namespace, settings):
             self.add(namespace, pod, netpol.reach(netpol.pod_labels(pod), policies))
 
-    @property
-    def broken_pods(self) -> int:
-        return sum(len(b.broken) for b in self.namespaces.values())
-
     def as_list(self) -> list[dict[str, Any]]:
         return [{"namespace": b.namespace, "policies": sorted(b.policies),
                  "blocks": [p for p in ("UDP", "TCP") if p in b.protocols], "dnsFailsNow": sorted(b.broken),

@@ -268,17 +268,18 @@ def check_namespaces(namespaces: list[dict[str, Any]], blocked: netpolicies.Find
     detail = (f"{plural(len(namespaces) - dry, 'namespace')} opted in" + (f", {dry} in dry run" if dry else "")
               + f", {injected} of {plural(pods, 'pod')} injected")
     problems, warnings = [], []
-    if blocked.namespaces:
-        where = ", ".join(sorted(blocked.namespaces))
-        if blocked.broken_pods:
-            pods = plural(blocked.broken_pods, "injected pod")
-            problems.append(f"NetworkPolicies block DNS to {blocked.local_ip} for {pods} in {where}: their DNS fails "
-                            "(`python -m webhook audit` gives the rule to add)")
-        else:
-            warnings.append(f"NetworkPolicies block DNS to {blocked.local_ip} in {where}: new pods there are left on "
-                            "kube-dns or lose large answers (`python -m webhook audit` gives the rule to add)")
+    broken = {ns: b for ns, b in blocked.namespaces.items() if b.broken}
+    if broken:
+        pods = plural(sum(len(b.broken) for b in broken.values()), "injected pod")
+        problems.append(f"NetworkPolicies block DNS to {blocked.local_ip} for {pods} in {', '.join(sorted(broken))}: "
+                        "their DNS fails (`python -m webhook audit` gives the rule to add)")
+    others = sorted(set(blocked.namespaces) - set(broken))
+    if others:
+        warnings.append(f"NetworkPolicies block DNS to {blocked.local_ip} in {', '.join(others)}: new pods there are "
+                        "left on kube-dns or lose large answers (`python -m webhook audit` gives the rule to add)")
     if waiting:
-        warnings.append(f"{plural(waiting, 'pod')} created before opting in need a restart (`python -m webhook audit`)")
+        warnings.append(f"{plural(waiting, 'pod')} created before opting in {'needs' if waiting == 1 else 'need'} a "
+                        "restart (`python -m webhook audit`)")
     state = FAIL if problems else WARN if warnings else OK
     return Check("namespaces", state, "; ".join([detail, *problems, *warnings]))
 

@@ -185,3 +185,38 @@ def test_forbidden_secret_is_partial_not_healthy(api, cli):
     assert result.code == 3
     assert checks(result)["certificate"]["state"] == "unknown"
     assert result.json()["partial"] is True and result.json()["healthy"] is False
+
+
+def test_configuration_with_both_entries_is_ok_and_each_must_use_its_path(api, cli):
+    ca, _ = install(api)
+    bundle = b64(ca.cert_pem())
+    ok = checks(cli("status", "-o", "json"))["webhook configuration"]
+    assert ok["state"] == "ok" and ok["detail"] == "localdns-webhook: 2 webhooks, caBundle set"
+    # The dry-run label sent to /mutate: pods meant only to be annotated would be changed.
+    crossed = webhook_configuration(bundle, (("inject.localdns.io", "enabled", "/mutate"),
+                                             ("dry-run.localdns.io", "dry-run", "/mutate")))
+    w.edit(api, "mutatingwebhookconfigurations", None, "localdns-webhook", lambda mwc: mwc.update(crossed))
+    result = cli("status", "-o", "json")
+    assert result.code == 1 and checks(result)["webhook configuration"]["state"] == "fail"
+    assert "dry-run.localdns.io sends namespaces labelled localdns.io/inject=dry-run to /mutate, not /dry-run: " \
+           "their pods are changed instead of only annotated" in checks(result)["webhook configuration"]["detail"]
+
+
+def test_configuration_from_before_the_dry_run_entry_is_a_warning(api, cli):
+    ca, _ = install(api)
+    older = webhook_configuration(b64(ca.cert_pem()), (("inject.localdns.io", "enabled", "/mutate"),))
+    w.edit(api, "mutatingwebhookconfigurations", None, "localdns-webhook", lambda mwc: mwc.update(older))
+    found = checks(cli("status", "-o", "json"))["webhook configuration"]
+    assert found["state"] == "warn"
+    assert "no entry for localdns.io/inject=dry-run: namespaces labelled so are not reviewed at all" in found["detail"]
+
+
+def test_entries_with_different_ca_bundles_are_a_warning(api, cli):
+    install(api)
+
+    def split(mwc: dict) -> None:
+        mwc["webhooks"][1]["clientConfig"]["caBundle"] = b64(new_ca("stale").cert_pem())
+
+    w.edit(api, "mutatingwebhookconfigurations", None, "localdns-webhook", split)
+    found = checks(cli("status", "-o", "json"))["webhook configuration"]
+    assert found["state"] == "warn" and "the entries carry different caBundles" in found["detail"]
