@@ -52,14 +52,11 @@ class Preview:
 
 
 def pod_templates(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(kind, name, pod) for each pod or pod template in a Kubernetes object or List."""
+    """(kind, name, pod) for the pod or pod template of one Kubernetes object (a List's: `objects_in`)."""
     kind = document.get("kind")
     name = (document.get("metadata") or {}).get("name") or (document.get("metadata") or {}).get("generateName", "")
     spec = document.get("spec") or {}
-    if kind == "List":
-        for item in document.get("items") or []:
-            yield from pod_templates(item)
-    elif kind == "Pod":
+    if kind == "Pod":
         yield kind, name, dict(document)
     elif kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController"):
         yield kind, name, dict(spec.get("template") or {})
@@ -68,6 +65,16 @@ def pod_templates(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[
     elif kind == "PodTemplate":
         yield kind, name, dict(document.get("template") or {})
     # Anything else (a Service, a ConfigMap in the same manifest) has no pod to preview.
+
+
+def objects_in(document: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The objects of one document: a List's items (Lists in Lists too), or the document itself."""
+    if document.get("kind") == "List":
+        for item in document.get("items") or []:
+            if isinstance(item, dict):
+                yield from objects_in(item)
+    else:
+        yield document
 
 
 def _namespace_of(document: Mapping[str, Any], namespace: str | None) -> str:
@@ -79,23 +86,16 @@ def network_policies(documents: Sequence[Mapping[str, Any]], namespace: str | No
                      local_ip: str) -> dict[str, tuple[netpol.Policy, ...]]:
     """The NetworkPolicies of the input (Lists too), by the namespace they would be created in, sorted by name."""
     found: dict[str, dict[str, netpol.Policy]] = {}
-
-    def collect(document: Mapping[str, Any]) -> None:
-        if document.get("kind") == "List":
-            for item in document.get("items") or []:
-                if isinstance(item, dict):
-                    collect(item)
-        elif document.get("kind") == "NetworkPolicy":
-            where = _namespace_of(document, namespace)
-            try:
-                policy = netpol.compile_policy({**document, "metadata": {
-                    **(document.get("metadata") or {}), "namespace": where}}, local_ip)
-            except netpol.PolicyError as error:
-                raise PreviewError(str(error)) from None
-            found.setdefault(where, {})[policy.name] = policy
-
-    for document in documents:
-        collect(document)
+    for obj in (obj for document in documents for obj in objects_in(document)):
+        if obj.get("kind") != "NetworkPolicy":
+            continue
+        where = _namespace_of(obj, namespace)
+        try:
+            policy = netpol.compile_policy({**obj, "metadata": {**(obj.get("metadata") or {}), "namespace": where}},
+                                           local_ip)
+        except netpol.PolicyError as error:
+            raise PreviewError(str(error)) from None
+        found.setdefault(where, {})[policy.name] = policy
     return {ns: tuple(policies[name] for name in sorted(policies)) for ns, policies in found.items()}
 
 
@@ -103,12 +103,21 @@ def preview(document: Mapping[str, Any], namespace: str | None, settings: Settin
             cluster_dns: str = DEFAULT_CLUSTER_DNS, node: resolvconf.ResolverConfig | None = None,
             policies: Mapping[str, Sequence[netpol.Policy]] | None = None, dry_run: bool = False) -> list[Preview]:
     results = []
-    for kind, name, pod in pod_templates(document):
+    for obj in objects_in(document):
+        results += _preview_object(obj, namespace, settings, cluster_dns, node, policies, dry_run)
+    return results
+
+
+def _preview_object(obj: Mapping[str, Any], namespace: str | None, settings: Settings, cluster_dns: str,
+                    node: resolvconf.ResolverConfig | None, policies: Mapping[str, Sequence[netpol.Policy]] | None,
+                    dry_run: bool) -> list[Preview]:
+    results = []
+    for kind, name, pod in pod_templates(obj):
         try:
             check_pod(pod)
         except BadReview as error:
             raise PreviewError(f"{kind} {name}: {error}") from None
-        ns = _namespace_of(document, namespace)
+        ns = _namespace_of(obj, namespace)
         admitted = admit(pod, ns, settings, (policies or {}).get(ns, ()), dry_run)
         item = Preview(kind, name, ns, pod, admitted.decision, admitted.patch, None, admitted.warnings,
                        admitted.reach, dry_run)
