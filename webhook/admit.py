@@ -13,8 +13,7 @@ share every step.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from webhook import netpol
 from webhook.config import Settings
@@ -24,8 +23,7 @@ from webhook.policy import Decision, Outcome, decide
 DRY_RUN_OUTCOME = "dry-run"  # the metric's outcome for every pod reviewed for a dry-run namespace
 
 
-@dataclass(frozen=True)
-class Admitted:
+class Admitted(NamedTuple):  # immutable like a frozen dataclass, built in a third of the time (once per admission)
     decision: Decision  # after the NetworkPolicy check
     patch: list[dict[str, Any]]
     warnings: tuple[str, ...]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 DNS_PORT = 53
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -95,8 +95,7 @@ class NetworkPolicies(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Reach:
+class Reach(NamedTuple):  # immutable like a frozen dataclass, built in a third of the time (once per admission)
     """Whether a pod's DNS reaches the local IP; `policies` are the egress policies that select it (by name)."""
 
     udp: bool
@@ -109,10 +108,13 @@ OPEN = Reach(True, True)
 
 def reach(labels: Mapping[str, Any], policies: Iterable[Policy]) -> Reach:
     """UDP and TCP 53 to the local IP, for a pod with these labels among its namespace's policies."""
-    selecting = tuple(p for p in policies if p.egress and p.selector.matches(labels))
-    if not selecting:
-        return OPEN
-    return Reach(any(p.udp for p in selecting), any(p.tcp for p in selecting), selecting)
+    selecting = []
+    udp = tcp = False
+    for policy in policies:  # one plain loop: this runs per admission in a namespace with policies
+        if policy.egress and policy.selector.matches(labels):
+            selecting.append(policy)
+            udp, tcp = udp or policy.udp, tcp or policy.tcp
+    return Reach(udp, tcp, tuple(selecting)) if selecting else OPEN
 
 
 def pod_labels(pod: Mapping[str, Any]) -> Mapping[str, Any]:
