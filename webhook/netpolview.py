@@ -95,7 +95,14 @@ class PolicyView:
             return
         version = None
         while not self._stopping.is_set():
-            version = self._list(client) if version is None else self._follow(client, version)
+            try:
+                version = self._list(client) if version is None else self._follow(client, version)
+            except Exception:  # a bug must neither end the view nor leave a stale one in force: start over
+                log.exception("NetworkPolicy view: internal error; pods are injected without the check until a "
+                              "list succeeds")
+                self._set_synced(False)
+                self._failures += 1
+                version = None
             self._version = version or self._version
 
     def _pause(self) -> None:

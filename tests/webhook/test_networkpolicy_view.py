@@ -232,6 +232,24 @@ def test_an_unreadable_policy_is_taken_to_block_every_pod(api, start_view, start
     assert patch == [] and "shop/odd (unreadable)" in warnings[0]
 
 
+def test_an_internal_error_does_not_end_the_view(api, start_view, monkeypatch, caplog):
+    from webhook import netpol
+    api.seed(networkpolicy("deny", "shop", DEFAULT_DENY))
+    real, calls = netpol.compile_policy, []
+
+    def broken_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(netpol, "compile_policy", broken_once)
+    with caplog.at_level(logging.ERROR, "localdns.webhook"):
+        view, _ = start_view()
+    assert names_in(view, "shop") == ["deny"] and len(requests(api, "list")) == 2
+    assert any("NetworkPolicy view: internal error" in r.getMessage() for r in caplog.records)
+
+
 def test_admission_and_preview_never_load_the_kubernetes_client(tmp_path):
     """The heavy `kubernetes` package (and the shared client) is for the view in `serve` only: admission and preview
     run without it."""
