@@ -66,6 +66,15 @@ class Metrics:
         _family(out, "localdns_loops_detected_total", "counter", "Our own loop probe came back to us.",
                 [((), s.loops_detected)])
         _labelled(out, "localdns_config_reloads_total", "counter", "Config file reloads.", "result", s.config_reloads)
+        if s.fallback_armed is not None:  # absent with --fallback-endpoints none
+            _family(out, "localdns_fallback_armed", "gauge",
+                    "1 when the node's fail-open rules send queries to kube-dns while no cache is bound.",
+                    [((), s.fallback_armed)])
+            _family(out, "localdns_fallback_endpoints", "gauge", "kube-dns endpoints the fail-open rules hold.",
+                    [((), s.fallback_endpoints)])
+            _family(out, "localdns_fallback_last_refresh_timestamp_seconds", "gauge",
+                    "Unix time the fail-open endpoints were last resolved and programmed (0: never).",
+                    [((), s.fallback_last_refresh)])
         return "".join(out).encode(), CONTENT_TYPE
 
 
