@@ -16,21 +16,21 @@ def test_after_kill_9_the_next_start_repairs_interface_and_rules(clean_node: Top
     finally:
         first.close()
     # SIGKILL runs no teardown: what it set up is still there.
-    assert len(topo.node.our_rules()) == 12
+    assert len(topo.node.our_rules()) == 13
     # Now someone breaks the node while no cache runs: interface gone, some rules gone.
     topo.node.run("ip", "link", "del", "nodelocaldns")
     for line in topo.node.our_rules()[:3]:
         table = "raw" if "NOTRACK" in line else "filter"
         subprocess.run(topo.node.command("sh", "-c", f"iptables-nft -t {table} {line.replace('-A', '-D', 1)}"),
                        check=True)
-    assert len(topo.node.our_rules()) == 9
+    assert len(topo.node.our_rules()) == 10
 
     second = Cache(topo, "restarted", sync_interval=60)
     try:
         second.wait_serving()
         second.wait_rules()
         assert topo.node.addresses("nodelocaldns") == [LOCAL_IP]
-        assert len(topo.node.our_rules()) == 12
+        assert len(topo.node.our_rules()) == 13
     finally:
         second.terminate()
 
@@ -52,7 +52,7 @@ def test_skip_teardown_keeps_the_node_ready_and_uninstall_removes_everything(cle
     cache.wait_serving()
     cache.wait_rules()
     assert cache.terminate() == 0, cache.output
-    assert len(topo.node.our_rules()) == 12
+    assert len(topo.node.our_rules()) == 13
     assert topo.node.addresses("nodelocaldns") == [LOCAL_IP]
 
     # docs/node.md's uninstall step, run on the node once the DaemonSet is gone.

@@ -46,7 +46,7 @@ def test_upgrade_under_load_loses_and_fails_no_query(clean_node: Topology):
         assert re.fullmatch(r"NOERROR \d+ \(100\.00%\)", summary["Response codes"].strip()), output
 
         # The old instance left the node network to the new one, which still answers.
-        assert len(topo.node.our_rules()) == 12
+        assert len(topo.node.our_rules()) == 13
         assert topo.node.addresses("nodelocaldns") == [LOCAL_IP]
         answer = topo.pod.run("dig", "+short", "+time=2", "+tries=1", f"@{LOCAL_IP}", "svc-1.default.svc.cluster.local")
         assert answer.stdout.split() == [RECORDS["svc-1.default.svc.cluster.local"]]

@@ -264,7 +264,7 @@ class Cache:
                 raise AssertionError(f"cache did not serve within {timeout}s:\n{self.output}")
             time.sleep(0.2)
 
-    def wait_rules(self, count: int = 12) -> None:
+    def wait_rules(self, count: int = 13) -> None:
         """Rules go in once the listeners serve and the upstreams were checked: wait for all of them."""
         self.wait_until(lambda: len(self.topo.node.our_rules()) == count, f"{count} rules in place")
 
