@@ -42,7 +42,9 @@ def addresses_in(answer: bytes, qtype: int) -> list[IPAddress]:
         offset = wire.skip_name(answer, offset)
         rtype, rclass, _, rdlength = wire.RR_FIXED.unpack_from(answer, offset)
         offset += wire.RR_FIXED.size
-        if rtype == qtype and rclass == CLASS_IN and rdlength == size and offset + size <= len(answer):
+        if offset + rdlength > len(answer):
+            raise ValueError("a record runs past the end of the answer")
+        if rtype == qtype and rclass == CLASS_IN and rdlength == size:
             found.append(ipaddress.ip_address(answer[offset:offset + size]))
         offset += rdlength
     return found

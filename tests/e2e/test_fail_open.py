@@ -103,8 +103,8 @@ def test_lookups_survive_kill_9_a_pause_a_restart_and_an_upgrade(node_with_kube_
     load = None
     try:
         first.wait_serving()
-        first.wait_rules(FALLBACK_RULES)
         wait_armed(first, len(endpoints))
+        first.wait_rules(FALLBACK_RULES + len(endpoints))  # + one DNAT per endpoint
         baseline = pod_queries_at_kube_dns(topo)
         load = LookupLoad(topo, f"kill-{mode}", rate=LOOKUP_RATE, duration=40)
         time.sleep(3)
