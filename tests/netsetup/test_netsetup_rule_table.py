@@ -9,7 +9,6 @@ import pytest
 from cache.netsetup.fallback import FallbackSpec, by_family, dnat_rules, endpoints_in, parse_fallback
 from cache.netsetup.iptables import COMMENT_PREFIX, rules_for
 
-
 PORT_UNREACHABLE_V4 = (4, "raw", "OUTPUT", "icmp", "-s", "169.254.20.10", "--icmp-type", "port-unreachable", "NOTRACK")
 
 
@@ -140,7 +139,8 @@ def test_what_iptables_prints_reads_back_as_the_endpoints_programmed():
 @pytest.mark.parametrize(("value", "expected"), [
     ("none", FallbackSpec()),
     ("None", FallbackSpec()),
-    ("localdns-kube-dns.kube-system.svc.cluster.local", FallbackSpec(name="localdns-kube-dns.kube-system.svc.cluster.local")),
+    ("localdns-kube-dns.kube-system.svc.cluster.local",
+     FallbackSpec(name="localdns-kube-dns.kube-system.svc.cluster.local")),
     ("Kube-DNS.kube-system.svc.corp.example.", FallbackSpec(name="kube-dns.kube-system.svc.corp.example")),
     ("10.96.0.10", FallbackSpec(addresses=(ipaddress.ip_address("10.96.0.10"),))),
     ("10.96.0.10, fd00::10,10.96.0.10", FallbackSpec(addresses=(ipaddress.ip_address("10.96.0.10"),
