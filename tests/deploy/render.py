@@ -21,7 +21,8 @@ from tests.conftest import require_tool
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DEFAULT = DEPLOY / "default"
-OPTIONAL_COMPONENTS = ("iptables-mode", "fallback-nameserver", "servicemonitor", "legacy-iptables-backend")
+OPTIONAL_COMPONENTS = ("iptables-mode", "fallback-nameserver", "servicemonitor", "legacy-iptables-backend",
+                       "startup-taint")
 TLS_COMPONENTS = ("builtin-certs", "cert-manager")
 ALL_COMPONENTS = TLS_COMPONENTS + OPTIONAL_COMPONENTS
 

@@ -27,7 +27,7 @@ from tests.deploy.render import (
     rendered,
 )
 
-DOWNWARD = {"status.hostIP": "192.0.2.7", "metadata.namespace": "localdns-system"}
+DOWNWARD = {"status.hostIP": "192.0.2.7", "metadata.namespace": "localdns-system", "spec.nodeName": "node-1"}
 EVERYTHING = ("builtin-certs", *OPTIONAL_COMPONENTS)
 
 

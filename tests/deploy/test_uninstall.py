@@ -25,7 +25,7 @@ from tests.deploy.render import (
     rendered,
 )
 
-DOWNWARD = {"status.hostIP": "192.0.2.7"}
+DOWNWARD = {"status.hostIP": "192.0.2.7", "spec.nodeName": "node-1"}
 
 
 def cleanup_command(objects: list[dict]) -> list[str]:
