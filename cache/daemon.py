@@ -72,6 +72,14 @@ class Daemon:
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         s = self.settings
+        # First thing: a SIGTERM while the node is being set up (a pod deleted as it starts) must still end in a
+        # clean stop, not in the default action, which kills the process halfway through its rules.
+        for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                                (signal.SIGHUP, lambda: self.reload("SIGHUP"))):
+            try:
+                loop.add_signal_handler(signum, handler)
+            except (RuntimeError, ValueError):  # not the main thread (embedded, as in the demo)
+                pass
         try:
             if s.setup_network:
                 self.network = self._node_network()
@@ -88,12 +96,6 @@ class Daemon:
             rules_ok = await asyncio.to_thread(self.network.ensure_rules)
             if self.fallback is not None:
                 self.fallback.record(rules_ok, self.network.programmed, refreshed=False)
-        for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                                (signal.SIGHUP, lambda: self.reload("SIGHUP"))):
-            try:
-                loop.add_signal_handler(signum, handler)
-            except (RuntimeError, ValueError):  # not the main thread (embedded, as in the demo)
-                pass
         if self.network is not None:
             self._tasks.append(asyncio.ensure_future(self._sync_network(self.network)))
         if s.config:

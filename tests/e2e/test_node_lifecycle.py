@@ -1,6 +1,7 @@
 """kill -9 leaves the node answering-ready and the next start repairs it; a clean uninstall leaves nothing behind."""
 from __future__ import annotations
 
+import signal
 import subprocess
 
 from tests.e2e.topology import LOCAL_IP, PYTHON, Cache, Topology
@@ -58,5 +59,20 @@ def test_skip_teardown_keeps_the_node_ready_and_uninstall_removes_everything(cle
     # docs/node.md's uninstall step, run on the node once the DaemonSet is gone.
     topo.node.run(PYTHON, "-m", "cache.netsetup", "teardown", "--listen", f"{LOCAL_IP}:53",
                   "--interface-kind", "bridge")
+    assert "localdns" not in topo.node.iptables_save()
+    assert topo.node.addresses("nodelocaldns") is None
+
+
+def test_sigterm_while_the_rules_go_in_still_stops_cleanly(clean_node: Topology):
+    """A pod deleted as it starts: SIGTERM arrives while the cache inserts its rules (after its sockets serve). It
+    must stop as on any SIGTERM (exit 0, teardown), not die of the signal's default action halfway through."""
+    topo = clean_node
+    cache = Cache(topo, "early-term", sync_interval=60)
+    try:
+        cache.wait_until(lambda: "serving DNS on" in cache.output, "the sockets serving", timeout=20, poll=0.005)
+        cache.process.send_signal(signal.SIGTERM)  # the rules take ~100 ms more: they are going in right now
+        assert cache.process.wait(timeout=30) == 0, cache.output
+    finally:
+        cache.close()
     assert "localdns" not in topo.node.iptables_save()
     assert topo.node.addresses("nodelocaldns") is None

@@ -284,12 +284,12 @@ class Cache:
         """Rules go in once the listeners serve and the upstreams were checked: wait for all of them."""
         self.wait_until(lambda: len(self.topo.node.our_rules()) == count, f"{count} rules in place")
 
-    def wait_until(self, predicate, what: str, timeout: float = 15) -> None:
+    def wait_until(self, predicate, what: str, timeout: float = 15, poll: float = 0.2) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} did not happen within {timeout}s:\n{self.output}")
-            time.sleep(0.2)
+            time.sleep(poll)
 
     def terminate(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
