@@ -17,6 +17,7 @@ from . import wire
 from .addresses import DNS_PORT, Address, parse_address, parse_host_port
 from .kubednsconfig import KubeDnsConfig
 from .limits import Limits
+from .netsetup.fallback import parse_fallback
 from .querylog import parse_classes
 
 KUBE_DNS_ENV = "KUBE_DNS_UPSTREAM_SERVICE_HOST"
@@ -24,7 +25,7 @@ KUBE_DNS_PORT_ENV = "KUBE_DNS_UPSTREAM_SERVICE_PORT"
 KUBE_DNS_ZONES = ("in-addr.arpa", "ip6.arpa")  # with the cluster domain: what node-local-dns sends to kube-dns
 # Changing these needs a restart: they are sockets or node setup, which a reload must not drop.
 RESTART_ONLY = ("listen", "allow_wildcard", "health", "metrics", "udp_batch", "setup_network", "interface_name",
-                "interface_kind", "skip_teardown", "tcp_max_connections")
+                "interface_kind", "skip_teardown", "tcp_max_connections", "fallback_endpoints", "remove_startup_taint")
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,8 @@ class Settings:
     interface_kind: str = "dummy"
     skip_teardown: bool = False
     sync_interval: float = 60.0
+    fallback_endpoints: str = "none"  # NAME | IP[,IP...] | none (cache/endpoints.py)
+    remove_startup_taint: bool = False  # cache/starttaint.py
     log_level: str = "info"
     kube_dns_config: str | None = None  # a mounted kube-dns ConfigMap: stubDomains, upstreamNameservers
     log_queries: bool = False
@@ -135,6 +138,10 @@ class Settings:
                 raise SettingsError(f"{name.replace('_', '-')}: must be positive")
         self.http_address("health")
         self.http_address("metrics")
+        try:
+            parse_fallback(self.fallback_endpoints)
+        except ValueError as error:
+            raise SettingsError(f"fallback-endpoints: {error}") from None
         for zone, targets in self.zones(environ).items():
             for target in targets:
                 if self.is_own_address(target):
@@ -217,6 +224,11 @@ _HELP = {
     "interface_kind": "its kind (dummy)",
     "skip_teardown": "leave interface and rules on exit",
     "sync_interval": "seconds between checks that the interface and rules are still there",
+    "fallback_endpoints": "with --setup-network, where queries go while no cache is bound: NAME (a headless "
+                          "Service with kube-dns's selector, resolved through kube-dns every --sync-interval), "
+                          "IP[,IP...] (IPVS: kube-dns's ClusterIP), or none",
+    "remove_startup_taint": "once ready, remove the taint startup-taint.cluster-autoscaler.kubernetes.io/localdns "
+                            "from this node ($NODE_NAME), through the API server with the pod's token",
     "log_level": "debug, info, warning or error",
     "kube_dns_config": "directory of a mounted kube-dns ConfigMap (keys stubDomains, upstreamNameservers, "
                        "kube-dns's JSON); re-read on change",

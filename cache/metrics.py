@@ -68,6 +68,15 @@ class Metrics:
         _labelled(out, "localdns_config_reloads_total", "counter", "Config file reloads.", "result", s.config_reloads)
         _family(out, "localdns_query_log_dropped_total", "counter", "Query log lines dropped by the rate limit.",
                 [((), s.query_log_dropped)])
+        if s.fallback_armed is not None:  # absent with --fallback-endpoints none
+            _family(out, "localdns_fallback_armed", "gauge",
+                    "1 when the node's fail-open rules send queries to kube-dns while no cache is bound.",
+                    [((), s.fallback_armed)])
+            _family(out, "localdns_fallback_endpoints", "gauge", "kube-dns endpoints the fail-open rules hold.",
+                    [((), s.fallback_endpoints)])
+            _family(out, "localdns_fallback_last_refresh_timestamp_seconds", "gauge",
+                    "Unix time the fail-open endpoints were last resolved and programmed (0: never).",
+                    [((), s.fallback_last_refresh)])
         return "".join(out).encode(), CONTENT_TYPE
 
 

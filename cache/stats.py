@@ -50,3 +50,6 @@ class Stats:
     loops_detected: int = 0
     config_reloads: defaultdict[str, int] = field(default_factory=_counts)  # "ok" / "failed"
     query_log_dropped: int = 0  # query log lines over the rate limit, or with the writer stuck
+    fallback_armed: int | None = None  # 1: the kernel's fail-open rules can act (>= 1 endpoint); None: fallback off
+    fallback_endpoints: int = 0  # endpoints the fallback chains hold
+    fallback_last_refresh: float = 0.0  # unix time the endpoints were last resolved and programmed
