@@ -54,7 +54,8 @@ class Daemon:
                                  settings.limits, on_loop=self._on_loop)
         self.metrics = Metrics(self.stats, self.store)
         self.listeners = Listeners(self.resolver, settings.listen_addresses(), settings.udp_batch,
-                                   settings.tcp_idle_timeout, settings.tcp_max_connections)
+                                   settings.tcp_idle_timeout, settings.tcp_max_connections,
+                                   settings.tcp_max_connections_per_client)
         self.network: NodeNetwork | None = None
         self.serving = False
         self.draining = False

@@ -49,3 +49,4 @@ class Stats:
     setup_errors: defaultdict[str, int] = field(default_factory=_counts)  # errortype
     loops_detected: int = 0
     config_reloads: defaultdict[str, int] = field(default_factory=_counts)  # "ok" / "failed"
+    tcp_connections: int = 0  # client connections open now (a gauge)
