@@ -20,7 +20,9 @@ from .wire import random_id
 
 log = logging.getLogger("cache.upstream")
 
-BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+# Reconnect backoff after a failed connect, doubling from the first: capped low, so that the cluster zone answers
+# again within BACKOFF_MAX of kube-dns being back, however long it was away (a connect refused costs next to nothing).
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 0.5
 CLOSED_RETRIES = 10  # resends (within the deadline) of a query whose connection closed having answered nothing
 QUERIES_PER_CONNECTION = 100  # then a fresh connection: dnsmasq closes after 100 (its TCP_MAX_QUERIES)
 MAX_CONNECTIONS = 16  # per upstream; beyond, queries are pipelined past the limit (resent if the server closes)
