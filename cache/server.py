@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import resource
 import socket
 import struct
 
@@ -21,6 +22,7 @@ log = logging.getLogger("cache.server")
 
 TCP_BACKLOG = 1024
 UDP_RCVBUF = 4 * 1024 * 1024
+OPEN_FILES_WITHOUT_LIMIT = 1 << 20  # what to ask for when the hard limit is "unlimited" (Linux's default nr_open)
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h, Linux 4.5+
 # One classic BPF instruction, BPF_RET|BPF_K 1: "the socket at index 1 of the address's SO_REUSEPORT group".
 RETURN_SECOND_SOCKET = struct.pack("=HBBI", 0x06, 0, 0, 1)
@@ -68,6 +70,20 @@ def steer_to_newest(sock: socket.socket) -> None:
                     error)
 
 
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one, as the Go runtime does for CoreDNS. Each TCP client and
+    each miss in flight to a UDP upstream holds a descriptor (10,000 misses may be in flight), and a container
+    runtime may start the cache with a soft limit of 1024 (containerd 2) under a far higher hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_WITHOUT_LIMIT if hard == resource.RLIM_INFINITY else hard  # Linux has no infinite one
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info("open files limit raised from %d to %d", soft, target)
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, error)
+
+
 class Listeners:
     """All DNS sockets of the process; `start` binds and serves, `close` stops them."""
 
@@ -83,6 +99,7 @@ class Listeners:
         self.batch_in_use = False
 
     async def start(self) -> None:
+        raise_open_files_limit()
         loop = asyncio.get_running_loop()
         for host, port in self.addresses:
             udp = bind_socket(host, port, socket.SOCK_DGRAM)

@@ -14,7 +14,7 @@ from typing import cast
 
 from . import wire
 from .addresses import Address
-from .exchange import UpstreamError, answer_matches
+from .exchange import OutOfSockets, UpstreamError, answer_matches
 from .stats import Stats
 from .wire import random_id
 
@@ -199,6 +199,8 @@ class TcpUpstream:
                 _, connection = await asyncio.get_running_loop().create_connection(
                     lambda: _Connection(self), self.address.host, self.address.port)
             except OSError as error:
+                if error.errno in OutOfSockets.ERRNOS:
+                    raise OutOfSockets(f"{self.address}: {error.strerror or error}") from None
                 self._retry_at = time.monotonic() + self._backoff
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX)
                 raise UpstreamError(f"{self.address}: {error.strerror or error}") from None
