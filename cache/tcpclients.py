@@ -138,6 +138,7 @@ class TcpClients:
                 break
             connection.owed = 0
             self.became_idle(connection)
+            connection.read_queries()  # those held back by MAX_PIPELINED, if any
         timeout = self.timeout_now()
         while self._idle:
             connection = next(iter(self._idle))
@@ -179,7 +180,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        self._read_queries()
+        self.read_queries()
 
     def eof_received(self) -> bool:
         self.half_closed = True  # a query cut short stays in the buffer, never whole, and is ignored
@@ -194,7 +195,7 @@ class _Connection(asyncio.Protocol):
         self.output_blocked = False
         if self.owed == 0:
             self.clients.became_idle(self)  # the client took answers: its idle time starts again
-        self._read_queries()
+        self.read_queries()
 
     def send(self, reply: bytes, _addr: Any) -> None:
         """The resolver's answer to one of this connection's queries."""
@@ -211,9 +212,9 @@ class _Connection(asyncio.Protocol):
         if self.owed == 0:
             self.clients.became_idle(self)
         if not self._in_loop:  # (an answer sent from within the loop below: the loop goes on by itself)
-            self._read_queries()  # queries held back by MAX_PIPELINED may go now; or, half-closed, the end
+            self.read_queries()  # queries held back by MAX_PIPELINED may go now; or, half-closed, the end
 
-    def _read_queries(self) -> None:
+    def read_queries(self) -> None:
         """Hand every complete query to the resolver, while the client takes its answers and owes fewer than
         MAX_PIPELINED; the rest waits in the buffer (and in the kernel's, once reading is paused)."""
         buffer = self._buffer

@@ -282,3 +282,18 @@ def test_bad_tcp_limits_are_refused_at_start(flag, value):
 
     with pytest.raises(config.SettingsError, match=flag.lstrip("-")):
         config.load(["--kube-dns", "10.96.0.10", "--resolv-conf", "/dev/null", flag, value])
+
+
+def test_queries_that_get_no_answer_do_not_stall_the_connection(tmp_path, kube_dns):
+    """A message the cache drops (here: a response, QR set) owes no answer; a connection that sent as many as it may
+    have unanswered still gets its next query answered, once the dropped ones are past any answer's deadline."""
+    cache = Cache(tmp_path, "--upstream-timeout", "1", kube_dns=kube_dns)
+    try:
+        response = dns.message.make_response(dns.message.make_query(WEB, "A")).to_wire()
+        query = dns.message.make_query(WEB, "A")
+        with connect(cache) as sock:
+            sock.sendall((struct.pack("!H", len(response)) + response) * 100 + framed(query))
+            answer = read_answer(sock)
+        assert answer.id == query.id and answer.answer
+    finally:
+        cache.stop()
