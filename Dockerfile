@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image for the webhook, the cache and the certs helper:
+# One image for the webhook, the cache and the certs helper (and the cluster tools, `python -m clustertools`):
 #   python -m webhook serve ...   python -m cache ...   python -m certs bootstrap|watch ...
 # (the same as the console scripts localdns-webhook, localdns-cache, localdns-certs).
 # Build: docker build -t REGISTRY/localdns:0.1.0 .   then set `image:` in deploy/cluster/cluster.yaml.
@@ -18,6 +18,8 @@ COPY requirements.lock pyproject.toml README.md ./
 COPY webhook/ webhook/
 COPY cache/ cache/
 COPY certs/ certs/
+COPY clustertools/ clustertools/
+COPY localdns/ localdns/
 RUN pip wheel --wheel-dir /wheels --constraint requirements.lock .
 
 # ---- final: slim Python, the wheels, iptables for the cache's node setup; no compiler, no pip cache ----

@@ -1,6 +1,8 @@
-"""`python -m bench [--quick] [--only dns|webhook] [--out docs/bench]`: run every scenario, write the report.
+"""`python -m bench [--quick] [--rounds N] [--only dns|webhook] [--out docs/bench]`: run every scenario, write the
+report.
 
-Loopback only; every server is started by this process and stopped by its PID, every load is bounded in time.
+Everything the run needs is checked before the first scenario (bench/preflight.py). Loopback only; every server is
+started by this process and stopped by its PID, every load is bounded in time.
 """
 from __future__ import annotations
 
@@ -9,23 +11,18 @@ import compileall
 import datetime
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from bench import dnsload, dnsperf, procs, report, servers, webhookload
+from bench import dnsload, dnsperf, preflight, procs, report, servers, webhookload
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = {  # binary: how to get it
-    "dnsperf": "apt-get install dnsperf (tools/install-system.sh, as root)",
-    "dnsmasq": "apt-get install dnsmasq (tools/install-system.sh, as root)",
-    "unbound": "apt-get install unbound (make bench)",
-    "kresd": "apt-get install knot-resolver (make bench)",
-    "taskset": "apt-get install util-linux",
-}
 
 
 def environment() -> dict:
@@ -36,13 +33,10 @@ def environment() -> dict:
                 cpu = line.split(":", 1)[1].strip()
     except (OSError, subprocess.TimeoutExpired):
         pass
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        commit = ""
+    localdns, bench = _commit(), _commit("bench")
     versions = {
-        "localdns": f"{commit or 'unknown'} (working tree)",
+        "localdns": localdns,
+        "bench": bench,
         "python": platform.python_version(),
         "uvloop": _module_version("uvloop"),
         "dnsperf": _dnsperf_version(),
@@ -54,6 +48,23 @@ def environment() -> dict:
     }
     return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
             "cores": os.cpu_count(), "kernel": platform.release(), "versions": versions}
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _commit(path: str = ".") -> str:
+    """The last commit that changed `path` (the whole tree by default), and whether the tree differs from it."""
+    commit = _git("log", "-1", "--format=%h %cs", "--", path)
+    if not commit:
+        return "unknown (not a git checkout)"
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", path)
+    return f"{commit}{' + uncommitted changes' if changed else ''}"
 
 
 def _module_version(name: str) -> str:
@@ -81,14 +92,8 @@ def _unbound_version() -> str:
     return out.stdout.splitlines()[0].replace("Version ", "") if out.stdout else "unknown"
 
 
-def check_tools(say) -> set[str]:
-    missing = {tool for tool in TOOLS if shutil.which(tool) is None}
-    for tool in sorted(missing):
-        say(f"missing {tool}: {TOOLS[tool]}")
-    return missing
-
-
 CATALOGUE = {c.name: c for c in (servers.LOCALDNS, servers.LOCALDNS_PLAIN, *servers.PEERS)}
+DEFAULT_CACHES = ",".join(CATALOGUE)
 
 
 def guarded(name: str, say, measure) -> dict:
@@ -100,41 +105,40 @@ def guarded(name: str, say, measure) -> dict:
         return {"name": name, "error": str(error).splitlines()[0]}
 
 
-def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, misses: int, fill: int, work: Path, say) -> None:
-    """The shared upstream; every cache started; hit and fixed-rate runs interleaved across them; then the other
-    scenarios one cache at a time; then the listener floor. Every process stopped in any case."""
-    names, hosts = servers.write_names(work, misses, fill)
+def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, fill: int, work: Path, say) -> None:
+    """The shared upstream; every cache started; the rounds visiting them in turn; then each filled, measured and
+    stopped; then the listener floor. Every process stopped in any case."""
+    names, hosts = servers.write_names(work, plan.miss_names, plan.rounds, fill)
     upstream, upstream_port = servers.start_upstream(work, hosts, work)
     say(f"upstream dnsmasq on 127.0.0.1:{upstream_port} (pid {upstream.pid})")
     running: list[dnsload.Running] = []
+    commands: dict[str, str] = results["dnsperf_commands"]
     try:
         for name in wanted:
             cache = CATALOGUE[name]
-            if not cache.installed():
-                results["caches"][name] = {"name": name, "error": f"not installed: {cache.install_hint}"}
-                say(f"{name}: skipped, {cache.install_hint}")
-                continue
-            started = guarded(name, say, lambda: dnsload.start(cache, upstream_port, work, work))
+            started = guarded(name, say, partial(dnsload.start, cache, upstream_port, work, work))
             if isinstance(started, dict):
                 results["caches"][name] = started
             else:
                 running.append(started)
                 say(f"{name} started (pid {started.process.pid}), idle RSS "
                     f"{started.figures['rss_idle_kib'] / 1024:.1f} MiB")
-        for round_ in range(plan.hit_repeats):
-            say(f"hit round {round_ + 1} of {plan.hit_repeats}:")
+        for round_ in range(plan.rounds):
+            say(f"round {round_ + 1} of {plan.rounds}:")
             for server in running:
-                guarded(server.cache.name, say, lambda: dnsload.hit_run(server, names, plan, say))
-                guarded(server.cache.name, say, lambda: dnsload.rate_run(server, names, plan, say))
+                for run in (dnsload.hit_run, dnsload.rate_runs, dnsload.miss_run):
+                    guarded(server.cache.name, say, partial(run, server, names, plan, round_, say))
         for server in running:
             say(f"{server.cache.name}:")
             results["caches"][server.cache.name] = guarded(server.cache.name, say,
-                                                           lambda: dnsload.rest(server, names, plan, say))
+                                                           partial(dnsload.fill, server, names, plan, say))
+            for scenario, command in server.commands.items():
+                commands.setdefault(scenario, command)
             server.process.stop()
         say("listener floor (answers from raw bytes, no cache):")
         for echo in (servers.ECHO_BATCH, servers.ECHO_PLAIN):
-            results["listener_floor"][echo.name] = guarded(echo.name, say, lambda: dnsload.measure_hits(
-                echo, names, plan, work, work, say))
+            results["listener_floor"][echo.name] = guarded(echo.name, say, partial(
+                dnsload.measure_hits, echo, names, plan, work, work, say))
     finally:
         for server in running:
             server.process.stop()
@@ -143,10 +147,11 @@ def run_dns(results: dict, wanted: list[str], plan: dnsload.Plan, misses: int, f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short loads (about 2 minutes): a smoke run")
+    parser.add_argument("--quick", action="store_true", help="short loads (a few minutes): a smoke run")
+    parser.add_argument("--rounds", type=int, help="rounds of the interleaved scenarios (default 3, quick 1)")
     parser.add_argument("--only", choices=["dns", "webhook"], help="run one half only")
-    parser.add_argument("--caches", default="localdns,localdns-plain,dnsmasq,unbound,kresd",
-                        help="comma list of caches to measure (default: all)")
+    parser.add_argument("--caches", default=DEFAULT_CACHES, help=f"comma list of caches to measure (default: "
+                        f"{DEFAULT_CACHES})")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="report directory (default docs/bench)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs, configs)")
     args = parser.parse_args(argv)
@@ -154,20 +159,24 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(text, flush=True)
 
-    missing = check_tools(say)
-    if {"dnsperf", "dnsmasq"} & missing and args.only != "webhook":
-        say("dnsperf and dnsmasq are needed for the DNS half; install them (make bench does) or use --only webhook")
-        return 2
     wanted = [c.strip() for c in args.caches.split(",") if c.strip()]
     unknown = set(wanted) - set(CATALOGUE)
     if unknown:
         parser.error(f"unknown cache(s) {', '.join(sorted(unknown))}; choose from {', '.join(CATALOGUE)}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    unmet = preflight.missing(preflight.for_bench(args.only != "webhook", args.only != "dns", wanted))
+    if unmet:
+        print(preflight.message(unmet), file=sys.stderr, flush=True)
+        return 2
     plan = dnsload.QUICK if args.quick else dnsload.FULL
-    misses, fill = (30_000, 12_000) if args.quick else (300_000, 12_000)
+    if args.rounds is not None:
+        plan = plan.with_rounds(args.rounds)
+    fill = 12_000
     webhook_seconds, connections, rate, repeats = (3, 8, 200, 1) if args.quick else (10, 8, 200, 3)
-    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     results: dict = {
-        "command": command, "environment": environment(), "dnsperf_timeout": dnsperf.TIMEOUT,
+        "command": _command_line(argv), "environment": environment(), "dnsperf_timeout": dnsperf.TIMEOUT,
+        "dnsperf_commands": {},
         "plan": {"quick": args.quick, **plan.__dict__, "fill": fill, "webhook_seconds": webhook_seconds,
                  "connections": connections, "webhook_rate": rate, "webhook_repeats": repeats},
         "caches": {}, "listener_floor": {}, "webhook": {},
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         if args.only != "webhook":
-            run_dns(results, wanted, plan, misses, fill, work, say)
+            run_dns(results, wanted, plan, fill, work, say)
         if args.only != "dns":
             say("webhook and floor, interleaved:")
             measured = guarded("webhook", say, lambda: webhookload.measure(
@@ -194,10 +203,19 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     results["elapsed_seconds"] = round(time.monotonic() - started)
     written = report.write(results, Path(args.out))
+    say("\n".join(["", "Summary for the README (also in report.md):", "", *report.summary(results)]))
     say("\n" + "\n".join(f"{'met' if met else 'NOT met' if met is False else 'n/a'}: {t} ({m})"
                          for t, m, met in report.targets(results)))
     say(f"wrote {', '.join(str(p) for p in written)} in {results['elapsed_seconds']} s")
     return 0
+
+
+def _command_line(argv: list[str] | None) -> str:
+    """The command as typed from the repository root (the interpreter as a path relative to it when inside)."""
+    python = sys.executable
+    if Path(python).is_relative_to(ROOT):
+        python = str(Path(python).relative_to(ROOT))
+    return shlex.join([python, "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,18 @@ class Result:
     max_latency: float = 0.0
     run_time: float = 0.0
     latencies: list[float] = field(default_factory=list)  # with verbose=True: one per answered query
+    argv: list[str] = field(default_factory=list)  # the command that ran
+
+    @property
+    def command(self) -> str:
+        """The command as a reader would type it: the server's port and the work directory left out."""
+        shown = list(self.argv)
+        for i, arg in enumerate(shown[:-1]):
+            if arg == "-p":
+                shown[i + 1] = "PORT"
+            elif arg == "-d":
+                shown[i + 1] = Path(shown[i + 1]).name
+        return " ".join(shown)
 
     def percentile(self, p: float) -> float:
         """p-th percentile latency, counting a lost query as TIMEOUT (what the client lived through)."""
@@ -78,4 +90,5 @@ def run(port: int, datafile: Path, duration: float, *, qps: int | None = None, m
         raise RuntimeError(f"dnsperf sent nothing: {' '.join(argv)}\n{text[-2000:]}")
     if verbose:
         result.latencies = [float(m) for m in _VERBOSE_LINE.findall(raw)]
+    result.argv = argv
     return result

@@ -74,7 +74,7 @@ async def connect(port: int, context: ssl.SSLContext, body: bytes) -> Connection
 def summary(latencies: list[float], errors: int, seconds: float, sample: dict) -> dict:
     ordered = sorted(latencies)
 
-    def rank(p: float) -> float:
+    def rank(p: int) -> float:
         return ordered[max(0, -(-len(ordered) * p // 100) - 1)] * 1e3 if ordered else float("nan")
 
     return {"completed": len(ordered), "errors": errors, "seconds": seconds,

@@ -50,10 +50,33 @@ class Process:
         return self.popen.pid
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the process (all its threads) from /proc/PID/stat."""
+        """CPU time of the process: the sum of its threads' run time in nanoseconds (/proc/PID/task/*/schedstat),
+        or, where the kernel has no schedstat, utime + stime from /proc/PID/stat in clock ticks (10 ms: too coarse
+        for a 10 s run at 1,000 QPS, which costs the server a few hundred ms)."""
+        total, seen = 0, False
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+                seen = True
+            except (OSError, ValueError, IndexError):  # a thread that just exited
+                continue
+        if seen:
+            return total / 1e9
         stat = Path(f"/proc/{self.pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2:].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def wakeups(self) -> int:
+        """Voluntary context switches of all its threads: each is a sleep (in epoll_wait, say) ended by a wakeup."""
+        total = 0
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+            except (OSError, ValueError):  # a thread that just exited
+                continue
+        return total
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

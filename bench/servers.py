@@ -25,22 +25,23 @@ class Names:
     """The query files and the names the upstream knows."""
 
     hits: Path  # 100 names, asked over and over
-    misses: Path  # unique names, each asked once
+    misses: tuple[Path, ...]  # per round, unique names each asked once (no round asks another's)
     fill: Path  # more unique positive names than any cache's size cap
     negative: Path  # names that do not exist (NXDOMAIN with SOA), more than any negative cap
 
 
-def write_names(work: Path, misses: int, fill: int) -> tuple[Names, Path]:
+def write_names(work: Path, misses: int, rounds: int, fill: int) -> tuple[Names, Path]:
     """Query files for dnsperf and the upstream's hosts file holding every positive name."""
     hosts = work / "upstream.hosts"
-    names = Names(work / "hits.txt", work / "misses.txt", work / "fill.txt", work / "negative.txt")
-    groups = {"h": HIT_NAMES, "m": misses, "f": fill}
+    miss_files = tuple(work / f"misses-{r}.txt" for r in range(rounds))
+    names = Names(work / "hits.txt", miss_files, work / "fill.txt", work / "negative.txt")
+    positive = [(names.hits, "h", HIT_NAMES), (names.fill, "f", fill),
+                *((path, f"m{r}x", misses) for r, path in enumerate(miss_files))]
     with open(hosts, "w") as out:
-        for prefix, count in groups.items():
+        for group, (_, prefix, count) in enumerate(positive):
             for i in range(count):
-                out.write(f"10.{ord(prefix) % 200}.{i // 250 % 250}.{i % 250 + 1} {prefix}{i}.{ZONE}\n")
-    for path, prefix, count in ((names.hits, "h", HIT_NAMES), (names.misses, "m", misses),
-                                (names.fill, "f", fill), (names.negative, "nx", fill)):
+                out.write(f"10.{group}.{i // 250 % 250}.{i % 250 + 1} {prefix}{i}.{ZONE}\n")
+    for path, prefix, count in (*positive, (names.negative, "nx", fill)):
         path.write_text("".join(f"{prefix}{i}.{ZONE} A\n" for i in range(count)))
     return names, hosts
 
@@ -56,7 +57,7 @@ def start_upstream(work: Path, hosts: Path, log_dir: Path) -> tuple[procs.Proces
             f"--local-ttl={TTL}", "--cache-size=0", f"--port={port}", "--listen-address=127.0.0.1",
             "--bind-interfaces", "--pid-file=", "--log-facility=-", "--user=root", "--dns-forward-max=1000"]
     process = procs.start("upstream-dnsmasq", argv, log_dir, core=procs.LOAD_CORE)
-    procs.wait_for_dns(process, port, f"h0.{ZONE}")
+    procs.wait_for_dns(process, port, f"h0.{ZONE}", timeout=120)  # it reads every name first: ~1M in the full run
     return process, port
 
 
@@ -88,7 +89,9 @@ def dnsmasq_argv(work: Path, port: int, upstream: int) -> list[str]:
             "--pid-file=", "--log-facility=-", "--user=root"]
 
 
-def unbound_argv(work: Path, port: int, upstream: int) -> list[str]:
+def unbound_argv(work: Path, port: int, upstream: int, tcp: bool = False) -> list[str]:
+    """One thread, iterator only (no validation), everything forwarded to the upstream; `tcp`: over TCP only
+    (`tcp-upstream: yes`), as localdns asks kube-dns, so that the miss path is compared like for like."""
     config = work / "unbound.conf"
     config.write_text(f"""server:
   interface: 127.0.0.1
@@ -107,6 +110,7 @@ def unbound_argv(work: Path, port: int, upstream: int) -> list[str]:
   access-control: 127.0.0.0/8 allow
   qname-minimisation: no
   domain-insecure: "{ZONE}"
+  tcp-upstream: {"yes" if tcp else "no"}
 forward-zone:
   name: "."
   forward-addr: 127.0.0.1@{upstream}
@@ -132,6 +136,8 @@ LOCALDNS_PLAIN = Cache("localdns-plain", sys.executable, "the project itself",
 PEERS = [
     Cache("dnsmasq", "dnsmasq", "apt-get install dnsmasq (tools/install-system.sh)", dnsmasq_argv),
     Cache("unbound", "unbound", "apt-get install unbound (make bench)", unbound_argv),
+    Cache("unbound-tcp", "unbound", "apt-get install unbound (make bench)",
+          lambda work, port, upstream: unbound_argv(work, port, upstream, tcp=True)),
     Cache("kresd", "kresd", "apt-get install knot-resolver (make bench)", kresd_argv),
 ]
 

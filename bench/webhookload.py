@@ -64,7 +64,7 @@ def measure(names: list[str], work: Path, log_dir: Path, seconds: float, connect
                 closed["cpu_ms"] = ((process.cpu_seconds() - before) / closed["completed"] * 1e3
                                     if closed["completed"] else None)
                 closed_runs[name].append(closed)
-            for name, (process, port) in started.items():
+            for name, (_, port) in started.items():
                 fixed_runs[name].append(_load(port, ca, seconds, connections, rate=rate))
         return {name: _figures(name, process, closed_runs[name], fixed_runs[name], rate, say)
                 for name, (process, port) in started.items()}

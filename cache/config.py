@@ -15,7 +15,9 @@ from typing import Any
 
 from . import wire
 from .addresses import DNS_PORT, Address, parse_address, parse_host_port
+from .kubednsconfig import KubeDnsConfig
 from .limits import Limits
+from .querylog import parse_classes
 from .tcpclients import PRESSURE_IDLE_TIMEOUT
 
 KUBE_DNS_ENV = "KUBE_DNS_UPSTREAM_SERVICE_HOST"
@@ -54,6 +56,11 @@ class Settings:
     skip_teardown: bool = False
     sync_interval: float = 60.0
     log_level: str = "info"
+    kube_dns_config: str | None = None  # a mounted kube-dns ConfigMap: stubDomains, upstreamNameservers
+    log_queries: bool = False
+    log_queries_class: str = "all"  # all, or a comma list of success, denial, error (CoreDNS's log classes)
+    log_queries_rate: int = 100  # query log lines per second, on average
+    log_queries_burst: int = 1000  # and at most this many at once
 
     # Derived views, validated by `check`.
     def listen_addresses(self) -> list[tuple[str, int]]:
@@ -68,8 +75,11 @@ class Settings:
         host, port = _host_port(value, which, default_port=None)
         return host, port
 
-    def zones(self, environ: Mapping[str, str] | None = None) -> dict[str, list[Address]]:
-        """Forward zone -> upstreams: node-local-dns's defaults, then each --forward replacing its zone."""
+    def zones(self, environ: Mapping[str, str] | None = None,
+              kube_dns_config: KubeDnsConfig | None = None) -> dict[str, list[Address]]:
+        """Forward zone -> upstreams: node-local-dns's defaults, then the kube-dns ConfigMap (its upstream
+        nameservers replace the resolv.conf's, its stub domains add zones), then each --forward replacing its zone:
+        what is set for this cache wins over what is set for the cluster's DNS."""
         env: Mapping[str, str] = os.environ if environ is None else environ
         kube_dns = self.kube_dns
         if not kube_dns and env.get(KUBE_DNS_ENV):
@@ -83,6 +93,11 @@ class Settings:
         resolvers = read_resolv_conf(self.resolv_conf)
         if resolvers:
             zones["."] = [Address("udp", ip, DNS_PORT) for ip in resolvers]
+        if kube_dns_config is not None:
+            if kube_dns_config.upstreams:
+                zones["."] = list(kube_dns_config.upstreams)
+            for zone, servers in kube_dns_config.stub_domains.items():
+                zones[zone] = list(servers)
         for spec in self.forward:
             zone, sep, targets = spec.partition("=")
             if not sep or not targets:
@@ -115,6 +130,12 @@ class Settings:
         if self.tcp_max_connections_per_client < 1:
             raise SettingsError("tcp-max-connections-per-client: must be positive (at most tcp-max-connections "
                                 "applies anyway)")
+        try:
+            parse_classes(self.log_queries_class)
+        except ValueError as error:
+            raise SettingsError(f"log-queries-class: {error}") from None
+        if self.log_queries_rate < 1 or self.log_queries_burst < 1:
+            raise SettingsError("log-queries-rate and log-queries-burst: at least 1")
         for name in ("drain", "tcp_idle_timeout", "sync_interval"):
             if not getattr(self, name) > 0 and not (name == "drain" and self.drain == 0):
                 raise SettingsError(f"{name.replace('_', '-')}: must be positive")
@@ -122,11 +143,14 @@ class Settings:
         self.http_address("metrics")
         for zone, targets in self.zones(environ).items():
             for target in targets:
-                for host, port in listen:
-                    same_host = host == target.host or ipaddress.ip_address(host).is_unspecified
-                    if same_host and port == target.port:
-                        raise SettingsError(f"forwarding loop: zone {zone} forwards to {target}, which is this "
-                                          f"cache's own listen address {host}:{port}")
+                if self.is_own_address(target):
+                    raise SettingsError(f"forwarding loop: zone {zone} forwards to {target}, which is this "
+                                        "cache's own listen address")
+
+    def is_own_address(self, target: Address) -> bool:
+        """Whether queries sent to `target` would reach this cache itself (a forwarding loop)."""
+        return any((host == target.host or ipaddress.ip_address(host).is_unspecified) and port == target.port
+                   for host, port in self.listen_addresses())
 
 
 def _host_port(text: str, key: str, default_port: int | None) -> tuple[str, int]:
@@ -202,6 +226,12 @@ _HELP = {
     "skip_teardown": "leave interface and rules on exit",
     "sync_interval": "seconds between checks that the interface and rules are still there",
     "log_level": "debug, info, warning or error",
+    "kube_dns_config": "directory of a mounted kube-dns ConfigMap (keys stubDomains, upstreamNameservers, "
+                       "kube-dns's JSON); re-read on change",
+    "log_queries": "log one line per answer (CoreDNS's common log format, then cache or upstream)",
+    "log_queries_class": "answers to log: all, or a comma list of success, denial (NXDOMAIN, NODATA), error",
+    "log_queries_rate": "query log lines per second on average; the rest are dropped and counted",
+    "log_queries_burst": "query log lines allowed at once after a quiet spell",
 }
 
 

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from . import config
 from .config import Settings, SettingsError
 from .health import Response, serve_http, text
+from .kubednsconfig import KubeDnsConfig
 from .metrics import Metrics
+from .querylog import QueryLog, parse_classes
 from .resolver import Resolver
 from .server import Listeners
 from .stats import Stats
@@ -36,10 +38,11 @@ LOOP_PROBE_PAUSES = (1.0, 2.0, 4.0)
 SETUP_ERROR_TYPES = ("interfaceadd", "iptables", "iptables_lock", "configmap")
 
 
-def build_groups(settings: Settings, stats: Stats, environ: Mapping[str, str] | None = None) -> dict[str, Group]:
+def build_groups(settings: Settings, stats: Stats, environ: Mapping[str, str] | None = None,
+                 kube_dns_config: KubeDnsConfig | None = None) -> dict[str, Group]:
     """One upstream group per forward zone, each upstream counting into `stats`."""
     return {zone: Group(zone, [Upstream(a, stats) for a in addresses], stats)
-            for zone, addresses in settings.zones(environ).items()}
+            for zone, addresses in settings.zones(environ, kube_dns_config).items()}
 
 
 class Daemon:
@@ -50,8 +53,12 @@ class Daemon:
         self.environ = environ
         self.stats = Stats()
         self.store = Store(settings.limits)
-        self.resolver = Resolver(build_groups(settings, self.stats, environ), self.store, self.stats,
-                                 settings.limits, on_loop=self._on_loop)
+        self.kube_dns_config: KubeDnsConfig | None = None
+        self._follow_kube_dns_config(settings)
+        self.resolver = Resolver(build_groups(settings, self.stats, environ, self.kube_dns_config), self.store,
+                                 self.stats, settings.limits, on_loop=self._on_loop)
+        self.query_log = QueryLog(self.stats)
+        self._configure_query_log(settings)
         self.metrics = Metrics(self.stats, self.store)
         self.listeners = Listeners(self.resolver, settings.listen_addresses(), settings.udp_batch,
                                    settings.tcp_idle_timeout, settings.tcp_max_connections,
@@ -95,6 +102,7 @@ class Daemon:
             self._tasks.append(asyncio.ensure_future(self._sync_network(self.network)))
         if s.config:
             self._tasks.append(asyncio.ensure_future(self._watch_config()))
+        self._tasks.append(asyncio.ensure_future(self._watch_kube_dns_config()))
         self._tasks.append(asyncio.ensure_future(self._first_checks()))
         settle_garbage_collector()
         self.started.set()
@@ -127,6 +135,7 @@ class Daemon:
         await self._stop_http()
         for group in self.resolver.zones.values():
             group.close()
+        self.query_log.close()
         if self.network is not None and not self.settings.skip_teardown:
             try:
                 await asyncio.to_thread(self.network.teardown)
@@ -230,14 +239,61 @@ class Daemon:
         if ignored:
             log.warning("reload (%s): %s changed but take effect only after a restart", reason, ", ".join(ignored))
             new = replace(new, **{name: getattr(self.settings, name) for name in config.RESTART_ONLY})
-        old_groups = self.resolver.configure(build_groups(new, self.stats, self.environ), new.limits)
-        # Exchanges in flight still use the old groups: close them once those have certainly ended.
-        asyncio.get_running_loop().call_later(self.settings.limits.upstream_timeout + 1, close_groups, old_groups)
-        self.settings = new
+        self._follow_kube_dns_config(new)
+        self._regroup(new)
+        self._configure_query_log(new)
         self.stats.config_reloads["ok"] += 1
-        self._tasks.append(asyncio.ensure_future(self._first_checks()))
         log.info("reloaded settings (%s)", reason)
         return True
+
+    def _regroup(self, settings: Settings) -> None:
+        """Upstream groups for `settings` and the kube-dns ConfigMap in force; the cache is kept."""
+        old_groups = self.resolver.configure(build_groups(settings, self.stats, self.environ, self.kube_dns_config),
+                                             settings.limits)
+        # Exchanges in flight still use the old groups: close them once those have certainly ended.
+        asyncio.get_running_loop().call_later(self.settings.limits.upstream_timeout + 1, close_groups, old_groups)
+        self.settings = settings
+        self._tasks.append(asyncio.ensure_future(self._first_checks()))
+
+    # ---- kube-dns ConfigMap (cache/kubednsconfig.py) ----
+    def _follow_kube_dns_config(self, settings: Settings) -> None:
+        """Read the ConfigMap directory that `settings` name (none: forget it), judging every key again."""
+        if not settings.kube_dns_config:
+            self.kube_dns_config = None
+            return
+        self.stats.setup_errors["configmap"] += 0
+        config = self.kube_dns_config
+        if config is None or config.directory != settings.kube_dns_config:
+            config = self.kube_dns_config = KubeDnsConfig(settings.kube_dns_config, settings.cluster_domain,
+                                                          settings.is_own_address)
+        else:  # the same directory: its last good values stay, should a key now be bad
+            config.cluster_domain, config.is_self = settings.cluster_domain, settings.is_own_address
+        self._refresh_kube_dns_config(force=True)
+
+    def _refresh_kube_dns_config(self, force: bool = False) -> bool:
+        config = self.kube_dns_config
+        if config is None:
+            return False
+        changed, problems = config.refresh(force)
+        for problem in problems:
+            self.stats.setup_errors["configmap"] += 1
+            log.error("kube-dns ConfigMap %s: bad %s; the last good value of that key stays in force",
+                      config.directory, problem)
+        if changed or force:
+            log.info("kube-dns ConfigMap %s: %s", config.directory, config.describe())
+        return changed
+
+    async def _watch_kube_dns_config(self) -> None:
+        while True:
+            await asyncio.sleep(CONFIG_POLL)
+            if self._refresh_kube_dns_config():
+                self._regroup(self.settings)
+
+    # ---- query log (cache/querylog.py) ----
+    def _configure_query_log(self, settings: Settings) -> None:
+        self.query_log.configure(parse_classes(settings.log_queries_class), settings.log_queries_rate,
+                                 settings.log_queries_burst)
+        self.resolver.query_log = self.query_log if settings.log_queries else None
 
 
 def close_groups(groups: list[Group]) -> None:

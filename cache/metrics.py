@@ -72,6 +72,8 @@ class Metrics:
                {(): s.loops_detected})
         family(out, "localdns_config_reloads_total", "counter", "Config file reloads.", s.config_reloads,
                _label("result"))
+        family(out, "localdns_query_log_dropped_total", "counter", "Query log lines dropped by the rate limit.",
+               {(): s.query_log_dropped})
         return "".join(out).encode(), CONTENT_TYPE
 
     def _family(self, out: list[str], name: str, kind: str, doc: str, values: Mapping[Any, int],

@@ -9,7 +9,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import wire
 from .exchange import UpstreamError
@@ -18,6 +18,9 @@ from .stats import OTHER, TYPE_LABELS, Stats
 from .store import Entry, Store
 from .upstream import Group
 from .wire import BadQuery, Drop, Query, parse_query, render
+
+if TYPE_CHECKING:
+    from .querylog import QueryLog
 
 log = logging.getLogger("cache.resolver")
 
@@ -57,6 +60,7 @@ class Resolver:
         self.replays: dict[bytes, tuple[Entry, int, bytes, str]] = {}
         self.loop_probes: dict[bytes, str] = {}  # probe question -> zone
         self.on_loop = on_loop
+        self.query_log: QueryLog | None = None  # --log-queries: wraps each client's send to log its answer
         self.zones: dict[bytes, Group] = {wire.encode_name(zone): group for zone, group in zones.items()}
 
     def configure(self, zones: dict[str, Group], limits: Limits) -> list[Group]:
@@ -73,6 +77,8 @@ class Resolver:
 
     def handle(self, data: bytes, addr: Any, send: Send, proto: str = UDP) -> None:
         """A query: answered (hit, error) before returning, or later (miss), through `send(reply, addr)`."""
+        if self.query_log is not None:  # the one check the hit path pays while query logging is off
+            send = self.query_log.watch(data, addr, send, proto)
         stats = self.stats
         now = time.monotonic()
         # Hottest path: this exact query (all but its ID) was answered within the same TTL second, so the reply is

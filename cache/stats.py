@@ -58,3 +58,4 @@ class Stats:
     loops_detected: int = 0
     config_reloads: defaultdict[str, int] = field(default_factory=_counts)  # "ok" / "failed"
     tcp_connections: int = 0  # client connections open now (a gauge)
+    query_log_dropped: int = 0  # query log lines over the rate limit, or with the writer stuck

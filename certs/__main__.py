@@ -10,11 +10,13 @@ import threading
 from collections.abc import Sequence
 
 from certs.authority import CertificateError, utcnow
-from certs.kube import CertsError, Kube, Retry, api_client
+from certs.kube import CertsError, Kube
 from certs.local import DEFAULT_DNS_NAMES, DEFAULT_IP_ADDRESSES, write_local
 from certs.reconcile import Target, observe, plan, reconcile, watch
 from certs.rotation import Action, Policy
 from certs.show import describe
+from localdns import names
+from localdns.kube import DEFAULT_TIMEOUT, Conflict, KubeError, connect
 
 log = logging.getLogger("certs")
 
@@ -46,17 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
         ("show", "print what is deployed and what would happen next; exit 1 if something needs doing"),
     ]:
         cmd = commands.add_parser(name, help=help_text)
-        cmd.add_argument("--namespace", default="localdns-system", help="namespace of the webhook (%(default)s)")
-        cmd.add_argument("--service", default="localdns-webhook", help="webhook Service name (%(default)s)")
-        cmd.add_argument("--secret", default="localdns-webhook-tls",
+        cmd.add_argument("--namespace", default=names.NAMESPACE, help="namespace of the webhook (%(default)s)")
+        cmd.add_argument("--service", default=names.WEBHOOK, help="webhook Service name (%(default)s)")
+        cmd.add_argument("--secret", default=names.TLS_SECRET,
                          help="serving Secret, type kubernetes.io/tls with ca.crt (%(default)s)")
-        cmd.add_argument("--ca-secret", default="", help="Secret holding the CA and its key (default: SECRET-ca)")
-        cmd.add_argument("--webhook-configuration", default="localdns-webhook",
+        cmd.add_argument("--ca-secret", default="",
+                         help=f"Secret holding the CA and its key (default: SECRET{names.CA_SECRET_SUFFIX})")
+        cmd.add_argument("--webhook-configuration", default=names.WEBHOOK,
                          help="MutatingWebhookConfiguration whose caBundle to set (%(default)s)")
-        cmd.add_argument("--cluster-domain", default="cluster.local", help="cluster DNS domain (%(default)s)")
-        cmd.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube)")
+        cmd.add_argument("--cluster-domain", default=names.CLUSTER_DOMAIN, help="cluster DNS domain (%(default)s)")
+        cmd.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG; in a pod, "
+                                                            "its ServiceAccount; else ~/.kube/config)")
         cmd.add_argument("--context", default=None, help="kubeconfig context (default: current)")
-        cmd.add_argument("--timeout", type=positive, default=10.0, help="seconds per API call (%(default)s)")
+        cmd.add_argument("--timeout", type=positive, default=DEFAULT_TIMEOUT,
+                         help="seconds per API call (%(default)s)")
         cmd.add_argument("--replace-invalid", action="store_true",
                          help="replace a garbage or expired Secret instead of stopping with an error")
         cmd.add_argument("--leaf-days", type=positive, default=90, help="serving certificate lifetime (%(default)s)")
@@ -81,23 +86,26 @@ def run_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _days(count: float) -> dt.timedelta:
+    return dt.timedelta(days=count)
+
+
 def _target_and_policy(args: argparse.Namespace) -> tuple[Target, Policy]:
     target = Target(args.namespace, args.service, args.secret, args.webhook_configuration, args.cluster_domain,
                     args.ca_secret)
-    days = lambda n: dt.timedelta(days=n)  # noqa: E731
     if args.leaf_renew_days >= args.leaf_days or args.ca_renew_days >= args.ca_days:
         raise CertsError("renew-days must be shorter than the lifetime it renews")
     if args.propagation_seconds < 0:
         raise CertsError("--propagation-seconds cannot be negative")
     if args.ca_renew_days <= args.leaf_days:
         raise CertsError("--ca-renew-days must exceed --leaf-days, so a leaf never outlives its CA")
-    policy = Policy(target.dns_names(), days(args.leaf_days), days(args.leaf_renew_days), days(args.ca_days),
-                    days(args.ca_renew_days), dt.timedelta(seconds=args.propagation_seconds))
+    policy = Policy(target.dns_names(), _days(args.leaf_days), _days(args.leaf_renew_days), _days(args.ca_days),
+                    _days(args.ca_renew_days), dt.timedelta(seconds=args.propagation_seconds))
     return target, policy
 
 
 def _kube(args: argparse.Namespace) -> Kube:
-    return Kube(api_client(args.kubeconfig, args.context), args.namespace, args.timeout)
+    return Kube(connect(args.kubeconfig, args.context, args.timeout, timeout_flag="--timeout"), args.namespace)
 
 
 def run_bootstrap(args: argparse.Namespace) -> int:
@@ -134,11 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners = {"local": run_local, "bootstrap": run_bootstrap, "watch": run_watch, "show": run_show}
     try:
         return runners[args.command](args)
-    except (CertsError, CertificateError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Conflict as exc:
+        print(f"error: {exc.what} kept changing while we worked on it; run again", file=sys.stderr)
         return 1
-    except Retry as exc:
-        print(f"error: {exc} kept changing while we worked on it; run again", file=sys.stderr)
+    except (CertsError, CertificateError, KubeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

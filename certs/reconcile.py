@@ -23,7 +23,7 @@ from certs.authority import (
     service_dns_names,
     utcnow,
 )
-from certs.kube import CertsError, Kube, Retry, SecretState, WebhooksState
+from certs.kube import CertsError, Kube, SecretState, WebhooksState
 from certs.rotation import (
     Action,
     Observed,
@@ -34,22 +34,24 @@ from certs.rotation import (
     next_step,
     signer_problem,
 )
+from localdns import names
+from localdns.kube import Conflict, KubeError
 
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class Target:
-    namespace: str = "localdns-system"
-    service: str = "localdns-webhook"
-    secret: str = "localdns-webhook-tls"
-    webhook_configuration: str = "localdns-webhook"
-    cluster_domain: str = "cluster.local"
+    namespace: str = names.NAMESPACE
+    service: str = names.WEBHOOK
+    secret: str = names.TLS_SECRET
+    webhook_configuration: str = names.WEBHOOK
+    cluster_domain: str = names.CLUSTER_DOMAIN
     ca_secret: str = ""  # default: "<secret>-ca"
 
     @property
     def ca_secret_name(self) -> str:
-        return self.ca_secret or f"{self.secret}-ca"
+        return self.ca_secret or f"{self.secret}{names.CA_SECRET_SUFFIX}"
 
     def dns_names(self) -> tuple[str, ...]:
         return tuple(service_dns_names(self.service, self.namespace, self.cluster_domain))
@@ -186,8 +188,8 @@ def reconcile(kube: Kube, target: Target, policy: Policy, log: Log, replace_inva
     for _ in range(max_steps):
         try:
             step = reconcile_once(kube, target, policy, clock(), replace_invalid)
-        except Retry as changed:
-            log(f"{changed} changed while we worked on it; reading it again")
+        except Conflict as changed:
+            log(f"{changed.what} changed while we worked on it; reading it again")
             continue
         if step.action in (Action.WAIT, Action.NOTHING):
             return step
@@ -206,6 +208,6 @@ def watch(kube: Kube, target: Target, policy: Policy, log: Log, interval: float,
             step = reconcile(kube, target, policy, log, replace_invalid, clock)
             if step.look_again_at is not None:
                 wait = min(interval, max(1.0, (step.look_again_at - clock()).total_seconds()))
-        except CertsError as err:
+        except (CertsError, KubeError) as err:
             log(f"error: {err}")
         stop.wait(wait)

@@ -1,7 +1,8 @@
-"""`python -m webhook serve|preview|demo` (and `audit|rollout|status` when those modules are installed).
+"""`python -m webhook serve|preview`: the admission webhook's command line.
 
-Subcommands register through `add_parser(subparsers)`: a module adds its parser and sets `func=callable(args) -> int`
-with `set_defaults`. The optional modules are imported lazily and may be absent.
+`python -m webhook audit|rollout|status|demo` keep working too, though those commands belong to other programs
+(the cluster tools, and the demo that runs certs, the webhook and the cache together): the table HANDOVER names the
+function each is handed to, imported only when its subcommand is chosen, so `serve` loads none of them.
 """
 from __future__ import annotations
 
@@ -10,12 +11,24 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 
 from webhook import logs
 from webhook.config import DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_BODY_BYTES, ConfigError, Settings
 from webhook.preview import DEFAULT_CLUSTER_DNS
 
-OPTIONAL_SUBCOMMANDS = ("audit", "rollout", "status")
+# Subcommand -> ("module:function", help). The function gets the command line from the subcommand on and the
+# program's name, `function(argv, prog)`, and returns the exit status.
+HANDOVER: dict[str, tuple[str, str]] = {
+    "audit": ("clustertools.__main__:main",
+              "list running pods that do not use the local DNS cache yet, grouped by what recreates them"),
+    "rollout": ("clustertools.__main__:main",
+                "restart the workloads `audit` lists, like `kubectl rollout restart` (dry run unless --yes)"),
+    "status": ("clustertools.__main__:main", "check the installation: webhook configuration, certificates, webhook "
+                                             "and cache readiness, namespaces"),
+    "demo": ("localdns.demo:main", "run the webhook on loopback and send it sample pods, then resolve their names "
+                                   "through the cache"),
+}
 
 
 def _settings() -> Settings:
@@ -40,15 +53,18 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from webhook.demo import run
-
-    if "LOCALDNS_LOG_LEVEL" not in os.environ and args.log_level.upper() == "INFO":
-        logging.getLogger().setLevel(logging.WARNING)  # the demo's own output tells the story
-    return run(settings=_settings())
+def _handed_over(target: str) -> Callable[[Sequence[str], str], int]:
+    module, _, function = target.partition(":")
+    handler: Callable[[Sequence[str], str], int] = getattr(importlib.import_module(module), function)
+    return handler
 
 
-def _add_builtin(subparsers: argparse._SubParsersAction) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m webhook", description="localdns admission webhook")
+    parser.add_argument("--log-level", default=os.environ.get("LOCALDNS_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING or ERROR (default INFO, or LOCALDNS_LOG_LEVEL)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     serve = subparsers.add_parser("serve", help="serve the admission webhook over HTTPS",
                                   description="Settings come from LOCALDNS_* variables and LOCALDNS_CONFIG.")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0; '::' for IPv6)")
@@ -71,51 +87,18 @@ def _add_builtin(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--node-resolv-conf", help="a node's resolv.conf, for pods that use the node's DNS")
     preview.set_defaults(func=_preview)
 
-    demo = subparsers.add_parser("demo", help="run the webhook on loopback and send it sample pods")
-    demo.set_defaults(func=_demo)
-
-
-def _add_optional(subparsers: argparse._SubParsersAction, name: str) -> None:
-    module_name = f"webhook.{name}"
-    try:
-        module = importlib.import_module(module_name)
-        module.add_parser(subparsers)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            _add_broken(subparsers, name, error)
-    except Exception as error:  # a broken optional module must not take serve/preview down with it
-        _add_broken(subparsers, name, error)
-
-
-def _add_broken(subparsers: argparse._SubParsersAction, name: str, error: BaseException) -> None:
-    def fail(_args: argparse.Namespace) -> int:
-        print(f"localdns-webhook: the {name} subcommand cannot load: {error!r}", file=sys.stderr)
-        return 1
-
-    parser = subparsers.add_parser(name, help=f"(unavailable: {error})")
-    parser.set_defaults(func=fail)
-
-
-BUILTIN_SUBCOMMANDS = ("serve", "preview", "demo")
-
-
-def build_parser(include_optional: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m webhook", description="localdns admission webhook")
-    parser.add_argument("--log-level", default=os.environ.get("LOCALDNS_LOG_LEVEL", "INFO"),
-                        help="DEBUG, INFO, WARNING or ERROR (default INFO, or LOCALDNS_LOG_LEVEL)")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_builtin(subparsers)
-    for name in OPTIONAL_SUBCOMMANDS if include_optional else ():
-        _add_optional(subparsers, name)
+    # The handed-over commands parse their own options (and --help): everything after the name is theirs.
+    for name, (target, help_text) in HANDOVER.items():
+        subparsers.add_parser(name, help=help_text, add_help=False).set_defaults(handover=target)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    # The cluster tools import the Kubernetes client (about 1.5 s and 40 MB); `serve` does not need them.
-    command = next((arg for previous, arg in zip(["", *argv], argv)
-                    if not arg.startswith("-") and previous != "--log-level"), None)
-    args = build_parser(include_optional=command not in BUILTIN_SUBCOMMANDS).parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    handover = getattr(args, "handover", None)
+    if rest and handover is None:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         logs.configure(args.log_level)
     except ValueError:
@@ -123,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        if handover is not None:
+            return _handed_over(handover)([args.command, *rest], parser.prog)
+        return int(args.func(args))
     except ConfigError as error:
         print(f"localdns-webhook: configuration error: {error}", file=sys.stderr)
         return 2

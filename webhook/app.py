@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
     return app
 
 
-def answer_review(admission: review.AdmissionRequest, settings: Settings) -> tuple[dict, str]:
+def answer_review(admission: review.AdmissionRequest, settings: Settings) -> tuple[dict[str, Any], str]:
     """The AdmissionReview answer and the outcome label. Never raises: an internal error allows the pod as is."""
     if not admission.is_pod_create:
         return review.response(admission), "ignored"
@@ -115,7 +116,7 @@ def answer_review(admission: review.AdmissionRequest, settings: Settings) -> tup
     return review.response(admission, patch, warnings), decision.outcome.value
 
 
-def _pod_name(pod: dict) -> str:
+def _pod_name(pod: dict[str, Any]) -> str:
     """The pod's name, or `generateName*` for controller-made pods, which have none yet at admission."""
     metadata = pod.get("metadata") or {}
     return metadata.get("name") or f"{metadata.get('generateName', '')}*"

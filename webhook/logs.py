@@ -1,12 +1,14 @@
 """Log set-up for the CLI: one line per record on stderr, `2026-11-27 04:00:00,123 INFO localdns.webhook: ...`.
 
 The webhook writes a line for every admission, so a line's cost is part of an admission's cost (through the
-standard machinery about a tenth of its server CPU). Two things make it cheap without changing a character of the output:
-- the time is formatted once per second, and LogRecords skip gathering the caller's file and line, thread and
-  process, which this format does not show (the switches the logging HOWTO's "Optimization" section names);
+standard machinery about a tenth of its server CPU). Two things make it cheap without changing a character of the
+output, and without touching the logging module's process-wide switches (an embedding program keeps its own):
+- the time is formatted once per second;
 - `info_line` writes a message straight to the CLI's handler when that handler is the only place the record would
-  go (no filters, no other handler: the case `python -m webhook serve` sets up), without building a LogRecord.
-  Under any other logging set-up (tests' caplog, an embedding program's handlers) it is plain `logger.info`.
+  go (no filters, no other handler: the case `python -m webhook serve` sets up), without building a LogRecord, so
+  none of the record's caller, thread and process lookups happen. Under any other logging set-up (tests' caplog,
+  an embedding program's handlers) it is plain `logger.info`. The webhook's other lines (start, stop, certificate
+  reloads, rejected requests) are rare and take the standard path.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class LineFormatter(logging.Formatter):
         super().__init__(FORMAT)
         self._second = -1
         self._stamp = ""
+        self._msec_format = self.default_msec_format or "%s,%03d"
 
     def stamp(self, created: float) -> str:
         """`asctime` for a Unix time: `2026-11-27 04:00:00,123`."""
@@ -32,13 +35,13 @@ class LineFormatter(logging.Formatter):
         if second != self._second:  # callers hold the handler's lock: no race on the cache
             self._stamp = time.strftime(self.default_time_format, self.converter(created))
             self._second = second
-        return self.default_msec_format % (self._stamp, (created - second) * 1000)
+        return self._msec_format % (self._stamp, (created - second) * 1000)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return self.stamp(record.created)
 
 
-class LineHandler(logging.StreamHandler):
+class LineHandler(logging.StreamHandler[TextIO]):
     """The CLI's handler: LineFormatter lines on a stream."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -47,10 +50,13 @@ class LineHandler(logging.StreamHandler):
 
     def write_line(self, level_name: str, logger_name: str, message: str) -> None:
         """Exactly the line `emit` writes for such a record, without the record."""
-        with self.lock:
+        self.acquire()
+        try:
             self.stream.write(f"{self.formatter.stamp(time.time())} {level_name} {logger_name}: {message}"
                               f"{self.terminator}")
             self.flush()
+        finally:
+            self.release()
 
 
 def _sole_line_handler(logger: logging.Logger) -> LineHandler | None:
@@ -83,6 +89,4 @@ def info_line(logger: logging.Logger, message: str) -> None:
 
 def configure(level: str, stream: TextIO = sys.stderr) -> None:
     """Send every logger's records at `level` or above to `stream`, one line each (like logging.basicConfig)."""
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None  # no caller lookup (a walk up the stack per record): the format does not show it
     logging.basicConfig(level=level.upper(), handlers=[LineHandler(stream)])

@@ -20,7 +20,7 @@ from webhook.policy import INJECTED_ANNOTATION, Decision, Outcome, marker
 _ANNOTATION_POINTER = "/metadata/annotations/" + INJECTED_ANNOTATION.replace("~", "~0").replace("/", "~1")
 
 
-def mutated_pod(pod: Mapping[str, Any], decision: Decision) -> dict:
+def mutated_pod(pod: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
     """A copy of the pod with the decision applied (unchanged unless the outcome is INJECT).
 
     Only the parts the decision writes are copied; the rest is shared with `pod`, which is never modified."""
@@ -37,11 +37,11 @@ def mutated_pod(pod: Mapping[str, Any], decision: Decision) -> dict:
     return result
 
 
-def _add(path: str, value: Any) -> dict:
+def _add(path: str, value: Any) -> dict[str, Any]:
     return {"op": "add", "path": path, "value": value}
 
 
-def patch_for(pod: Mapping[str, Any], decision: Decision) -> list[dict]:
+def patch_for(pod: Mapping[str, Any], decision: Decision) -> list[dict[str, Any]]:
     """The RFC 6902 operations that turn the pod as sent into `mutated_pod(pod, decision)`: none unless INJECT.
 
     The operations share `decision.dns_config` (they are serialised, never modified)."""

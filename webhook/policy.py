@@ -34,7 +34,7 @@ class Decision:
     outcome: Outcome
     reason: str
     warning: str | None = None
-    dns_config: dict | None = None
+    dns_config: dict[str, Any] | None = None
 
 
 def _skip(reason: str, warning: str | None = None) -> Decision:
@@ -123,7 +123,7 @@ def runs_on_windows(spec: Mapping[str, Any]) -> bool:
 
 
 def checked_dns_config(own: Mapping[str, Any], namespace: str, ndots: int,
-                       settings: Settings) -> tuple[dict, list[str]]:
+                       settings: Settings) -> tuple[dict[str, Any], list[str]]:
     """The injected dnsConfig (a new dict each call) and kube-apiserver's objections to it, if any."""
     if not own and len(namespace) <= MAX_NAMESPACE_CHARS:
         nameservers, searches, options, errors = _checked_without_own(namespace, ndots, settings)
@@ -134,7 +134,8 @@ def checked_dns_config(own: Mapping[str, Any], namespace: str, ndots: int,
 
 
 @functools.lru_cache(maxsize=1024)
-def _checked_without_own(namespace: str, ndots: int, settings: Settings) -> tuple:
+def _checked_without_own(namespace: str, ndots: int, settings: Settings) -> tuple[
+        tuple[str, ...], tuple[str, ...], tuple[tuple[tuple[str, Any], ...], ...], tuple[str, ...]]:
     """checked_dns_config for a pod without a dnsConfig of its own, which is most pods: the result depends on the
     namespace, ndots and settings alone, so it is computed once for each (as tuples: a cached value is shared)."""
     dns_config = injected_dns_config({}, namespace, ndots, settings)
@@ -143,7 +144,7 @@ def _checked_without_own(namespace: str, ndots: int, settings: Settings) -> tupl
             tuple(resolvconf.validation_errors("None", dns_config)))
 
 
-def injected_dns_config(own: Mapping[str, Any], namespace: str, ndots: int, settings: Settings) -> dict:
+def injected_dns_config(own: Mapping[str, Any], namespace: str, ndots: int, settings: Settings) -> dict[str, Any]:
     """Kubelet's ClusterFirst result as a dnsConfig, with the local cache (and fallback) as nameservers."""
     nameservers = [settings.local_ip]
     if settings.fallback_nameserver:
@@ -151,21 +152,10 @@ def injected_dns_config(own: Mapping[str, Any], namespace: str, ndots: int, sett
     nameservers = resolvconf.omit_duplicates([*nameservers, *(own.get("nameservers") or [])])
     searches = resolvconf.omit_duplicates([
         *resolvconf.cluster_searches(namespace, settings.cluster_domain), *(own.get("searches") or [])])
-    options = _merge_pod_options([{"name": "ndots", "value": str(ndots)},
-                                  *(option.as_pod_option() for option in settings.extra_options),
-                                  *(own.get("options") or [])])
+    options = resolvconf.merge_options([{"name": "ndots", "value": str(ndots)},
+                                        *(option.as_pod_option() for option in settings.extra_options),
+                                        *(own.get("options") or [])])
     return {"nameservers": nameservers, "searches": searches, "options": options}
-
-
-def _merge_pod_options(options: list[Mapping[str, Any]]) -> list[dict]:
-    """Options by name, the later value winning in the earlier place (kubelet's merge, in a stable order)."""
-    merged: dict[str, dict] = {}
-    for option in options:
-        item = {"name": option["name"]}
-        if option.get("value") is not None:
-            item["value"] = option["value"]
-        merged[option["name"]] = item
-    return list(merged.values())
 
 
 def marker(dns_config: Mapping[str, Any]) -> str:

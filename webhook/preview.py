@@ -32,13 +32,13 @@ class Preview:
     kind: str
     name: str
     namespace: str
-    pod: dict
+    pod: dict[str, Any]
     decision: Decision
-    patch: list[dict]
+    patch: list[dict[str, Any]]
     resolv_conf: str | None  # None when it depends on a node's resolv.conf that was not given
 
 
-def pod_templates(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict]]:
+def pod_templates(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(kind, name, pod) for each pod or pod template in a Kubernetes object or List."""
     kind = document.get("kind")
     name = (document.get("metadata") or {}).get("name") or (document.get("metadata") or {}).get("generateName", "")
@@ -78,7 +78,7 @@ def preview(document: Mapping[str, Any], namespace: str | None, settings: Settin
     return results
 
 
-def load_documents(stream: TextIO) -> list[dict]:
+def load_documents(stream: TextIO) -> list[dict[str, Any]]:
     try:
         documents = [doc for doc in yaml.safe_load_all(stream) if doc is not None]
     except yaml.YAMLError as error:

@@ -81,8 +81,7 @@ class ResolverConfig:
 
 
 def omit_duplicates(items: Iterable[str]) -> list[str]:
-    seen: set[str] = set()
-    return [item for item in items if not (item in seen or seen.add(item))]
+    return list(dict.fromkeys(items))  # the first of each kept, in order
 
 
 def option_text(option: Mapping[str, Any]) -> str:
@@ -91,15 +90,22 @@ def option_text(option: Mapping[str, Any]) -> str:
     return f"{option['name']}:{value}" if value else str(option["name"])
 
 
-def merge_options(base: Iterable[str], pod_options: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Options by name; a later entry replaces an earlier one's value but keeps its place."""
-    merged: dict[str, str] = {}
-    for text in base:
-        name, _, value = text.partition(":")
-        merged[name] = value
-    for option in pod_options:
-        merged[option["name"]] = option.get("value") or ""
-    return [f"{name}:{value}" if value else name for name, value in merged.items()]
+def parse_option(text: str) -> dict[str, str]:
+    """An option as resolv.conf writes it (`name` or `name:value`), as a pod dnsConfig option."""
+    name, sep, value = text.partition(":")
+    return {"name": name, "value": value} if sep else {"name": name}
+
+
+def merge_options(options: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Pod dnsConfig options merged by name: a later one's value replaces an earlier one's, in the earlier one's
+    place (kubelet's merge, in a stable order). An option without a value has no `value` key."""
+    merged: dict[str, dict[str, Any]] = {}
+    for option in options:
+        item = {"name": option["name"]}
+        if option.get("value") is not None:
+            item["value"] = option["value"]
+        merged[option["name"]] = item
+    return list(merged.values())
 
 
 def cluster_searches(namespace: str, cluster_domain: str) -> list[str]:
@@ -153,7 +159,8 @@ def pod_resolver_config(spec: Mapping[str, Any], namespace: str, cluster_dns: Se
         base = ResolverConfig(
             tuple(omit_duplicates([*base.nameservers, *(dns_config.get("nameservers") or [])])),
             tuple(omit_duplicates([*base.searches, *(dns_config.get("searches") or [])])),
-            tuple(merge_options(base.options, dns_config.get("options") or [])),
+            tuple(option_text(option) for option in merge_options(
+                [*(parse_option(text) for text in base.options), *(dns_config.get("options") or [])])),
         )
     return fit_limits(base)
 

@@ -123,8 +123,8 @@ def check_pod(pod: Any) -> None:
         _field(option, "value", str, None, where + ".value", "a string")
 
 
-def response(request: AdmissionRequest, patch: list[dict] | None = None,
-             warnings: list[str] | None = None) -> dict:
+def response(request: AdmissionRequest, patch: list[dict[str, Any]] | None = None,
+             warnings: list[str] | None = None) -> dict[str, Any]:
     """The AdmissionReview answer, in the request's apiVersion. Always allowed: this webhook never blocks a pod."""
     answer: dict[str, Any] = {"uid": request.uid, "allowed": True}
     if patch:
@@ -136,7 +136,7 @@ def response(request: AdmissionRequest, patch: list[dict] | None = None,
 
 
 def review_for(pod: Mapping[str, Any], namespace: str, uid: str = "00000000-0000-0000-0000-000000000000",
-               api_version: str = "admission.k8s.io/v1", operation: str = "CREATE") -> dict:
+               api_version: str = "admission.k8s.io/v1", operation: str = "CREATE") -> dict[str, Any]:
     """An AdmissionReview as kube-apiserver sends it for a Pod (used by `demo`, tests and tools)."""
     return {
         "apiVersion": api_version,

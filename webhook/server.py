@@ -55,7 +55,7 @@ class CertificateReloader:
         self.context = tls_context(cert_file, key_file)
         self.context.sni_callback = self._on_client_hello
 
-    def _files_stamp(self) -> tuple:
+    def _files_stamp(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         return _identity(self.cert_file), _identity(self.key_file)
 
     def current(self) -> ssl.SSLContext:

@@ -76,7 +76,8 @@ class Dnsmasq:
         hosts = tmp / f"hosts-{self.port}"
         hosts.write_text("\n".join(HOSTS) + "\n")
         self.args = [
-            self.binary, "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+            self.binary, "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1",
+            "--bind-interfaces",
             "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}", "--log-queries", f"--log-facility={self.log}",
             f"--auth-ttl={UPSTREAM_TTL}", f"--local-ttl={UPSTREAM_TTL}", "--pid-file=", "--user=root",
             "--cache-size=0",

@@ -25,7 +25,7 @@ def forging_upstream(sock: socket.socket, stop: threading.Event) -> None:
         query = dns.message.from_wire(data)
         name = query.question[0].name
 
-        def answer(qid: int, owner, address: str) -> bytes:
+        def answer(qid: int, owner, address: str, query=query, name=name) -> bytes:
             response = dns.message.make_response(query)
             response.id = qid
             if owner != name:

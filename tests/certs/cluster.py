@@ -12,6 +12,7 @@ from cryptography import x509
 from certs.__main__ import main
 from certs.kube import Kube
 from certs.reconcile import Target
+from localdns.kube import Client
 from tests.kubeapi import FakeKubeAPI
 
 TARGET = Target()
@@ -39,7 +40,14 @@ def seeded_api() -> FakeKubeAPI:
 
 
 def kube_for(api: FakeKubeAPI, timeout: float = 5.0) -> Kube:
-    return Kube(api.client(), NAMESPACE, timeout)
+    return Kube(Client(api.client(), timeout), NAMESPACE)
+
+
+def replace_webhook_configuration(api: FakeKubeAPI, mwc: dict) -> None:
+    """Someone else's write (kubectl, another tool): through the official client's typed API, not ours."""
+    from kubernetes import client
+
+    client.AdmissionregistrationV1Api(api.client()).replace_mutating_webhook_configuration("localdns-webhook", mwc)
 
 
 def ca_bundles(api: FakeKubeAPI) -> list[bytes]:

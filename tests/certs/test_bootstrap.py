@@ -15,6 +15,7 @@ from tests.certs.cluster import (
     ca_bundles,
     certs_in,
     kube_for,
+    replace_webhook_configuration,
     run_cli,
     run_cli_process,
     secret_data,
@@ -93,7 +94,7 @@ def test_a_ca_bundle_reset_by_someone_is_put_back():
         mwc = api.get_object("mutatingwebhookconfigurations", "localdns-webhook")
         del mwc["webhooks"][1]["clientConfig"]["caBundle"]
         kube = kube_for(api)
-        kube.admission.replace_mutating_webhook_configuration("localdns-webhook", mwc)
+        replace_webhook_configuration(api, mwc)
         assert ca_bundles(api)[1] == b""
         step = reconcile(kube, TARGET, POLICY, log=lambda _: None)
         assert step.action is Action.NOTHING
@@ -124,7 +125,7 @@ def test_a_conflicting_update_is_read_again_not_overwritten():
         for webhook in mwc["webhooks"]:
             webhook["clientConfig"].pop("caBundle")
         kube = kube_for(api)
-        kube.admission.replace_mutating_webhook_configuration("localdns-webhook", mwc)
+        replace_webhook_configuration(api, mwc)
         api.conflict_next("patch", "mutatingwebhookconfigurations", "localdns-webhook")
         log: list[str] = []
         assert reconcile(kube, TARGET, POLICY, log.append).action is Action.NOTHING
@@ -160,7 +161,7 @@ def test_show_reports_a_differing_ca_bundle_and_exits_1():
         assert "localdns-webhook.localdns-system.svc.cluster.local" in shown.stdout
         mwc = api.get_object("mutatingwebhookconfigurations", "localdns-webhook")
         mwc["webhooks"][0]["clientConfig"]["caBundle"] = base64.b64encode(new_ca("stranger").cert_pem()).decode()
-        kube_for(api).admission.replace_mutating_webhook_configuration("localdns-webhook", mwc)
+        replace_webhook_configuration(api, mwc)
         differs = run_cli(api, "show")
         assert differs.returncode == 1 and "caBundle DIFFERS from ca.crt" in differs.stdout
         assert "next: sync-webhooks" in differs.stdout
@@ -184,7 +185,7 @@ def test_a_ca_bundle_patch_based_on_a_stale_read_is_not_applied():
         def someone_edits(server):
             mwc = server.get_object("mutatingwebhookconfigurations", "localdns-webhook")
             mwc["metadata"].setdefault("labels", {})["edited"] = "yes"
-            kube_for(server).admission.replace_mutating_webhook_configuration("localdns-webhook", mwc)
+            replace_webhook_configuration(server, mwc)
 
         api.before_next("patch", "mutatingwebhookconfigurations", "localdns-webhook", someone_edits)
         log: list[str] = []

@@ -13,6 +13,7 @@ from tests.certs.cluster import (
     TARGET,
     ca_bundles,
     kube_for,
+    replace_webhook_configuration,
     secret_data,
     seed_secret,
     seeded_api,
@@ -37,7 +38,7 @@ def seed_aged(api: FakeKubeAPI, ca_age: dt.timedelta, leaf_age: dt.timedelta) ->
     for webhook in webhook_configuration(ca.cert_pem())["webhooks"]:
         mwc["webhooks"][[w["name"] for w in mwc["webhooks"]].index(webhook["name"])]["clientConfig"] = \
             webhook["clientConfig"]
-    kube_for(api).admission.replace_mutating_webhook_configuration("localdns-webhook", mwc)
+    replace_webhook_configuration(api, mwc)
     return ca.cert
 
 

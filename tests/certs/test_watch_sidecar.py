@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tests.certs.cluster import TARGET, ca_bundles, kube_for, secret_data, seeded_api
+from tests.certs.cluster import TARGET, ca_bundles, replace_webhook_configuration, secret_data, seeded_api
 
 
 def wait_until(condition, what: str, limit: float = 30.0) -> None:
@@ -31,7 +31,7 @@ def test_watch_bootstraps_repairs_a_cleared_ca_bundle_and_exits_on_sigterm():
             mwc = api.get_object("mutatingwebhookconfigurations", "localdns-webhook")
             for webhook in mwc["webhooks"]:
                 webhook["clientConfig"].pop("caBundle")
-            kube_for(api).admission.replace_mutating_webhook_configuration("localdns-webhook", mwc)
+            replace_webhook_configuration(api, mwc)
             wait_until(lambda: ca_bundles(api) == [secret_data(api)["ca.crt"]] * 2, "the caBundle repair")
             api.forbid("get", "mutatingwebhookconfigurations")  # a failure is logged, the watch keeps going
             wait_until(lambda: api.requests[-1].status == 403, "a forbidden read")

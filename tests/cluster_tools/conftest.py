@@ -1,7 +1,6 @@
-"""Fixtures for the cluster tools: a FakeKubeAPI per test and a way to run a subcommand as the CLI does."""
+"""Fixtures for the cluster tools: a FakeKubeAPI per test and a way to run a command line as the CLI does."""
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -9,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from clustertools.__main__ import main
 from tests.kubeapi import FakeKubeAPI
-from webhook import audit, rollout, status
 
 
 @dataclass
@@ -48,21 +47,11 @@ def settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The subcommands wired exactly as `python -m webhook` wires them: each module's add_parser."""
-    top = argparse.ArgumentParser(prog="python -m webhook")
-    sub = top.add_subparsers(dest="command", required=True)
-    for module in (audit, rollout, status):
-        module.add_parser(sub)
-    return top
-
-
 @pytest.fixture
 def cli(api: FakeKubeAPI, capsys: pytest.CaptureFixture, settings_env: None) -> Callable[..., Result]:
     def run(command: str, *args: str, kubeconfig: str | None = None) -> Result:
-        argv = [command, "--kubeconfig", kubeconfig or str(api.kubeconfig_path), *args]
-        parsed = parser().parse_args(argv)
-        code = parsed.func(parsed)
+        # In this process (the client's imports take seconds per process); test_cli_entrypoint runs real ones.
+        code = main([command, "--kubeconfig", kubeconfig or str(api.kubeconfig_path), *args])
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from webhook.readiness import RESTARTED_AT, cannot_restart, progress, restart_patch
+from clustertools.readiness import RESTARTED_AT, cannot_restart, progress, restart_patch
 
 
 def deployment(replicas=3, generation=2, observed=2, updated=3, total=3, available=3, conditions=()):

@@ -8,8 +8,8 @@ import datetime as dt
 
 import pytest
 
+from clustertools.readiness import RESTARTED_AT
 from tests.cluster_tools import workloads as w
-from webhook.readiness import RESTARTED_AT
 
 FAST = ("--poll-interval", "0.02")
 pytestmark = pytest.mark.usefixtures("installed")
@@ -183,9 +183,9 @@ def test_refuses_when_new_pods_would_not_get_a_working_cache(api, cli):
 def test_progress_bar_on_a_terminal():
     import io
 
-    from webhook.audit import OwnerGroup
-    from webhook.cluster import Owner
-    from webhook.rollout import READY, RESTARTING, Reporter, Target
+    from clustertools.audit import OwnerGroup
+    from clustertools.owners import Owner
+    from clustertools.rollout import READY, RESTARTING, Reporter, Target
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -6,9 +6,9 @@ import base64
 import datetime as dt
 
 from certs.authority import new_ca, new_serving_cert, service_dns_names
+from clustertools import status
 from tests.certs.handshake import LoopbackTLSServer
 from tests.cluster_tools import workloads as w
-from webhook import status
 
 NS = "localdns-system"
 

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+import kubernetes_validate
 import yaml
 
 from tests.conftest import require_tool
@@ -21,7 +22,8 @@ from tests.conftest import require_tool
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DEFAULT = DEPLOY / "default"
-OPTIONAL_COMPONENTS = ("iptables-mode", "fallback-nameserver", "servicemonitor", "legacy-iptables-backend")
+OPTIONAL_COMPONENTS = ("iptables-mode", "fallback-nameserver", "servicemonitor", "legacy-iptables-backend",
+                       "grafana-dashboard", "kube-dns-mirror")
 TLS_COMPONENTS = ("builtin-certs", "cert-manager")
 ALL_COMPONENTS = TLS_COMPONENTS + OPTIONAL_COMPONENTS
 
@@ -31,6 +33,12 @@ CLUSTER_DOMAIN = "cluster.local"
 KUBE_DNS = "10.96.0.10"
 KUBE_DNS_UPSTREAM = "10.96.0.11"
 IMAGE = "localdns:0.1.0"
+HEALTH_PORT = 8080
+METRICS_PORT = 9253
+RUNBOOK_URL = "https://github.com/ORG/localdns/blob/main/docs/operations.md"
+
+K8S_VERSION = "1.35.0"  # the kubectl/kustomize we render with; kubernetes-validate ships its schemas
+CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")  # no schema in kubernetes-validate: checked by hand
 
 
 def kubectl() -> str:
@@ -89,6 +97,19 @@ def rendered(components: Iterable[str] = ("builtin-certs",), directory: str = "d
         for key, value in cluster_values.items():
             set_cluster_value(tree, key, value)
         return kustomize(tree / directory)
+
+
+def validation_failures(objects: list[dict]) -> list[str]:
+    """kubernetes-validate's complaints about each object Kubernetes has a schema for (strict: unknown fields too)."""
+    failures = []
+    for obj in objects:
+        if obj["apiVersion"].startswith(CRD_GROUPS):
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {error.message} at {list(error.path)}")
+    return failures
 
 
 # ---- reading the rendered objects ----

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.render import (
+    HEALTH_PORT,
     KUBE_DNS,
     KUBE_DNS_UPSTREAM,
     LOCAL_IP,
+    METRICS_PORT,
     cache_config,
     container,
     expanded_args,
@@ -46,6 +48,7 @@ def test_runs_on_every_node_on_the_host_network(objects) -> None:
     assert spec["dnsPolicy"] == "Default"  # the node's resolvers, not kube-dns through itself
     assert spec["priorityClassName"] == "system-node-critical"
     assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}  # every taint tolerated: Windows nodes too
 
 
 def test_upgrade_surges_and_never_leaves_a_node_without_a_cache(objects) -> None:
@@ -88,8 +91,8 @@ def test_only_the_xtables_lock_comes_from_the_host(objects) -> None:
 def test_probes_ask_the_cache_on_the_local_ip(objects) -> None:
     c = cache_container(objects)
     for probe, path in (("startupProbe", "/health"), ("livenessProbe", "/health"), ("readinessProbe", "/ready")):
-        assert c[probe]["httpGet"] == {"host": LOCAL_IP, "path": path, "port": 8080}, probe
-    assert flag_values(expanded_args(c, DOWNWARD), "--health") == [f"{LOCAL_IP}:8080"]
+        assert c[probe]["httpGet"] == {"host": LOCAL_IP, "path": path, "port": HEALTH_PORT}, probe
+    assert flag_values(expanded_args(c, DOWNWARD), "--health") == [f"{LOCAL_IP}:{HEALTH_PORT}"]
 
 
 def test_requests_and_a_memory_ceiling(objects) -> None:
@@ -109,7 +112,7 @@ def test_no_wildcard_bind_anywhere(objects) -> None:
     for address in addresses:
         host = address.rsplit(":", 1)[0].strip("[]")
         assert not ipaddress.ip_address(host).is_unspecified, address
-    assert flag_values(args, "--metrics") == [f"[{NODE_IP}]:9253"]  # the node's own address, either family
+    assert flag_values(args, "--metrics") == [f"[{NODE_IP}]:{METRICS_PORT}"]  # the node's own address, either family
 
 
 def test_listens_and_forwards_as_the_mode_requires(objects) -> None:
@@ -154,13 +157,13 @@ def test_the_cache_accepts_its_rendered_arguments_and_config(objects, tmp_path: 
     assert [f"{host}:{port}" for host, port in settings.listen_addresses()] == flag_values(args, "--listen")
     assert settings.setup_network is True
     assert settings.skip_teardown is ("--skip-teardown" in args)
-    assert settings.http_address("health") == (LOCAL_IP, 8080)
-    assert settings.http_address("metrics") == (NODE_IP, 9253)
+    assert settings.http_address("health") == (LOCAL_IP, HEALTH_PORT)
+    assert settings.http_address("metrics") == (NODE_IP, METRICS_PORT)
     assert settings.cluster_domain == "cluster.local"
     # On an IPv6-primary node status.hostIP is IPv6; the same arguments still parse.
     ipv6_args = [f"--config={config_file}" if a.startswith("--config=") else a
                  for a in expanded_args(cache_container(objects), {"status.hostIP": "fd00::7"})]
-    assert cache_config_module.load(ipv6_args, environ={})[0].http_address("metrics") == ("fd00::7", 9253)
+    assert cache_config_module.load(ipv6_args, environ={})[0].http_address("metrics") == ("fd00::7", METRICS_PORT)
     # Every key of cache.yaml is one the cache knows (from_file raises on an unknown key) and is not a flag that
     # the DaemonSet also passes (which would silently win over the file).
     file_keys = set(cache_config_module.from_file(str(config_file)))
@@ -180,7 +183,8 @@ def test_metrics_service_is_headless_and_selects_the_cache(objects) -> None:
     daemonset = find(objects, "DaemonSet", "localdns-cache")
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"].items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
-    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9253, "targetPort": 9253, "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT, "protocol": "TCP"}]
 
 
 def test_iptables_mode_upstream_service_mirrors_kube_dns() -> None:

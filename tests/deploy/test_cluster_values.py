@@ -13,11 +13,14 @@ from tests.deploy.render import (
     CLUSTER_DOMAIN,
     DEFAULT,
     DEPLOY,
+    HEALTH_PORT,
     IMAGE,
     KUBE_DNS,
     KUBE_DNS_UPSTREAM,
     LOCAL_IP,
+    METRICS_PORT,
     OPTIONAL_COMPONENTS,
+    RUNBOOK_URL,
     all_containers,
     container,
     expanded_args,
@@ -25,6 +28,7 @@ from tests.deploy.render import (
     flag_values,
     plain_env,
     rendered,
+    validation_failures,
 )
 
 DOWNWARD = {"status.hostIP": "192.0.2.7", "metadata.namespace": "localdns-system"}
@@ -46,28 +50,33 @@ def text_of(objects: list[dict]) -> str:
 def test_cluster_yaml_holds_each_value_once() -> None:
     data = yaml.safe_load((DEPLOY / "cluster" / "cluster.yaml").read_text())["data"]
     assert data == {"localIP": LOCAL_IP, "clusterDomain": CLUSTER_DOMAIN, "kubeDNS": KUBE_DNS,
-                    "kubeDNSUpstream": KUBE_DNS_UPSTREAM, "image": IMAGE}
+                    "kubeDNSUpstream": KUBE_DNS_UPSTREAM, "healthPort": str(HEALTH_PORT),
+                    "metricsPort": str(METRICS_PORT), "runbookURL": RUNBOOK_URL, "image": IMAGE}
     # No other file of the tree repeats a value (a second copy is a second place to forget).
     for path in DEFAULT.parent.rglob("*.yaml"):
         if path.name == "cluster.yaml":
             continue
         text = path.read_text()
-        for value in (LOCAL_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, IMAGE, "cluster.local"):
-            assert value not in text, f"{path.relative_to(DEFAULT.parent)} repeats {value}"
+        for value in (LOCAL_IP, KUBE_DNS, KUBE_DNS_UPSTREAM, IMAGE, "cluster.local", HEALTH_PORT, METRICS_PORT,
+                      RUNBOOK_URL):
+            assert not re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", text), \
+                f"{path.relative_to(DEFAULT.parent)} repeats {value}"
 
 
-PLACEHOLDERS = {"LOCAL_IP", "KUBE_DNS_IP", "KUBE_DNS_UPSTREAM_IP", "CLUSTER_DOMAIN"}
+PLACEHOLDERS = {"LOCAL_IP", "KUBE_DNS_IP", "KUBE_DNS_UPSTREAM_IP", "CLUSTER_DOMAIN", "HEALTH_PORT", "METRICS_PORT"}
+PORT_KEYS = {"port", "targetPort", "containerPort", "hostPort"}
 
 
 def leftover_placeholders(node, path: str = "") -> list[str]:
     """Values still holding a placeholder of deploy/base or a component (names of env vars are not values)."""
     if isinstance(node, dict):
         hits = [f"{path}.image = localdns" for key, value in node.items() if key == "image" and value == "localdns"]
+        hits += [f"{path}.{key} = 0" for key, value in node.items() if key in PORT_KEYS and value == 0]
         return hits + [hit for key, value in node.items() if key != "name"
                        for hit in leftover_placeholders(value, f"{path}.{key}")]
     if isinstance(node, list):
         return [hit for i, item in enumerate(node) for hit in leftover_placeholders(item, f"{path}[{i}]")]
-    if isinstance(node, str) and (node in PLACEHOLDERS or re.search(r"svc\.CLUSTER_DOMAIN$", node)):
+    if isinstance(node, str) and (node in PLACEHOLDERS or re.search(r"svc\.CLUSTER_DOMAIN$|^RUNBOOK_URL#", node)):
         return [f"{path} = {node}"]
     return []
 
@@ -107,7 +116,7 @@ def test_local_ip_is_a_one_line_edit() -> None:
         assert webhook_env(objects)["LOCALDNS_LOCAL_IP"] == new
         args = cache_args(objects)
         assert flag_values(args, "--listen")[0] == f"{new}:53"
-        assert flag_values(args, "--health") == [f"{new}:8080"]
+        assert flag_values(args, "--health") == [f"{new}:{HEALTH_PORT}"]
         cache = container(find(objects, "DaemonSet", "localdns-cache"), "cache")
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert cache[probe]["httpGet"]["host"] == new
@@ -137,4 +146,34 @@ def test_image_is_a_one_line_edit(tls: str) -> None:
     workloads = [find(objects, "Deployment", "localdns-webhook"), find(objects, "DaemonSet", "localdns-cache")]
     images = {c["name"]: c["image"] for w in workloads for c in all_containers(w)}
     assert set(images.values()) == {new}, images
-    assert len(images) == (4 if tls == "builtin-certs" else 2)
+    assert len(images) == (5 if tls == "builtin-certs" else 3)  # webhook, cache, kube-dns-mirror (+ certs pair)
+
+
+def test_ports_are_one_line_edits() -> None:
+    """healthPort and metricsPort reach every place the cache, its probes and its metrics Service use them, nothing
+    keeps the old number (8080 is taken by other agents on many nodes), and the result still validates. The
+    uninstall's side: test_uninstall.py."""
+    from cache import config as cache_config_module
+
+    health, metrics = "18080", "19253"
+    old = re.compile(rf"(?<![\w.])({HEALTH_PORT}|{METRICS_PORT})(?![\w.])")
+    for components in (("builtin-certs",), EVERYTHING, ("cert-manager", *OPTIONAL_COMPONENTS)):
+        objects = rendered(components, healthPort=health, metricsPort=metrics)
+        assert not old.findall(text_of(objects))
+        assert not validation_failures(objects)
+        daemonset = find(objects, "DaemonSet", "localdns-cache")
+        cache = container(daemonset, "cache")
+        args = cache_args(objects)
+        assert flag_values(args, "--health") == [f"{LOCAL_IP}:{health}"]
+        assert flag_values(args, "--metrics") == [f"[{DOWNWARD['status.hostIP']}]:{metrics}"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert cache[probe]["httpGet"]["port"] == int(health), probe  # a number: a string names a port
+        settings, _ = cache_config_module.load([a for a in args if not a.startswith("--config=")], environ={})
+        assert settings.http_address("health") == (LOCAL_IP, int(health))
+        assert settings.http_address("metrics") == (DOWNWARD["status.hostIP"], int(metrics))
+        service = find(objects, "Service", "localdns-cache-metrics")
+        assert service["spec"]["ports"] == [
+            {"name": "metrics", "port": int(metrics), "targetPort": int(metrics), "protocol": "TCP"}]
+        if "servicemonitor" in components:  # scrapes the Service's port by name, so it follows the number
+            monitor = find(objects, "ServiceMonitor", "localdns-cache")
+            assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]

@@ -140,7 +140,22 @@ def test_entrypoint_runs_the_packages_the_manifests_name(dockerfile) -> None:
     for command in commands:
         assert command[:2] == ["python", "-m"] and (ROOT / command[2] / "__main__.py").is_file(), command
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"localdns-webhook", "localdns-cache", "localdns-certs"}
+    assert set(scripts) == {"localdns-webhook", "localdns-cache", "localdns-certs", "kubectl-localdns"}
+
+
+def test_the_image_is_built_from_every_package_the_project_ships(dockerfile) -> None:
+    """A package pyproject lists but the builder does not copy would be missing from the image: certs needs
+    localdns, the webhook's demo needs certs and cache."""
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    shipped = {package.split(".")[0] for package in listed}
+    copied = {shlex.split(args)[0].rstrip("/") for stage in dockerfile[1] for args in stage.all("COPY")}
+    assert shipped <= copied
+    top_level = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert top_level == shipped, "every top-level package ships, and nothing else"
+    # setuptools ships the packages listed, not their subpackages: each must be listed itself.
+    every = {".".join(path.parent.relative_to(ROOT).parts) for package in shipped
+             for path in (ROOT / package).rglob("__init__.py")}
+    assert set(listed) == every
 
 
 def test_iptables_is_in_the_image_for_the_cache(dockerfile) -> None:

@@ -1,42 +1,45 @@
-"""docs/install.md's recipes work on the real tree: its health-port patch renders with kustomize, moves the flag
-and all three probes together, and the cache accepts the result; the files and components it names exist."""
+"""docs/install.md and the README describe the real tree: their tables of cluster.yaml values list exactly the keys
+and defaults of deploy/cluster/cluster.yaml, and the files and components the guide names exist."""
 from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
-from tests.deploy.render import (
-    ALL_COMPONENTS,
-    DEPLOY,
-    ROOT,
-    container,
-    copy_tree,
-    expanded_args,
-    find,
-    flag_values,
-    kustomize,
-    select_components,
-)
+from tests.deploy.render import ALL_COMPONENTS, DEPLOY, ROOT
 
 DOC = ROOT / "docs" / "install.md"
 
 
-def test_health_port_patch_moves_the_flag_and_the_probes(tmp_path) -> None:
+def documented_values(text: str) -> dict[str, str]:
+    """Rows `| `key` | `default` | ...` of the first table whose rows name cluster.yaml keys (the table after the
+    first mention of cluster.yaml, up to the first line that is not a table row)."""
+    lines = text[text.index("deploy/cluster/cluster.yaml"):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| key |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        match = re.match(r"\| `(\w+)` \| `([^`]*)` \|", line)
+        assert match, f"table row without `key` | `default`: {line}"
+        rows[match.group(1)] = match.group(2)
+    return rows
+
+
+@pytest.mark.parametrize("doc", [DOC, ROOT / "README.md"], ids=["install.md", "README"])
+def test_cluster_values_table_is_cluster_yaml(doc) -> None:
+    data = yaml.safe_load((DEPLOY / "cluster" / "cluster.yaml").read_text())["data"]
+    assert documented_values(doc.read_text()) == {key: str(value) for key, value in data.items()}
+
+
+def test_moving_a_port_needs_no_patch() -> None:
+    # The ports are cluster.yaml values now (test_cluster_values.py follows them): the guide must not send users
+    # back to a JSON patch of argument indexes, which breaks whenever the argument list changes.
     text = DOC.read_text()
-    section = text[text.index("To move the cache's health port"):]
-    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
-    patches = yaml.safe_load(block)["patches"]
-    tree = copy_tree(tmp_path)
-    select_components(tree, ("builtin-certs",))
-    kustomization = tree / "default" / "kustomization.yaml"
-    document = yaml.safe_load(kustomization.read_text())
-    document["patches"] = patches
-    kustomization.write_text(yaml.safe_dump(document))
-    cache = container(find(kustomize(tree / "default"), "DaemonSet", "localdns-cache"), "cache")
-    assert flag_values(expanded_args(cache, {"status.hostIP": "192.0.2.7"}), "--health") == ["169.254.20.10:8081"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert cache[probe]["httpGet"]["port"] == 8081
+    assert "op: replace" not in text and "args/3" not in text
+    section = text[text.index("## Troubleshooting"):]
+    assert "`healthPort`" in section and "`metricsPort`" in section
 
 
 def test_names_in_the_doc_exist() -> None:

@@ -32,24 +32,27 @@ def default() -> list[dict]:
 
 
 def test_object_names_are_the_code_constants(default) -> None:
-    from webhook import cluster
-    find(default, "Namespace", cluster.INSTALL_NAMESPACE)
+    from localdns import names
+    find(default, "Namespace", names.NAMESPACE)
     for kind in ("Deployment", "Service", "ServiceAccount", "MutatingWebhookConfiguration"):
-        find(default, kind, cluster.WEBHOOK_NAME)
-    find(default, "DaemonSet", cluster.CACHE_DAEMONSET, cluster.INSTALL_NAMESPACE)
-    deployment = find(default, "Deployment", cluster.WEBHOOK_NAME)
+        find(default, kind, names.WEBHOOK)
+    find(default, "DaemonSet", names.CACHE_DAEMONSET, names.NAMESPACE)
+    deployment = find(default, "Deployment", names.WEBHOOK)
     secrets = [v["secret"]["secretName"] for v in pod_spec(deployment)["volumes"] if "secret" in v]
-    assert secrets == [cluster.TLS_SECRET]
+    assert secrets == [names.TLS_SECRET]
+    # The webhook's own default (it imports nothing outside webhook/) leaves the install namespace alone.
+    from webhook.config import Settings
+    assert names.NAMESPACE in Settings().excluded_namespaces
 
 
 def test_opt_in_label_is_the_code_constant(default) -> None:
-    from webhook import cluster, policy
-    selector = find(default, "MutatingWebhookConfiguration", cluster.WEBHOOK_NAME)["webhooks"][0]["namespaceSelector"]
-    assert selector["matchLabels"] == {cluster.INJECT_LABEL: cluster.INJECT_LABEL_VALUE}
-    assert f"{cluster.INJECT_LABEL}={cluster.INJECT_LABEL_VALUE}" == cluster.OPT_IN_SELECTOR == \
-        "localdns.io/inject=enabled"
+    from localdns import names
+    from webhook import policy
+    selector = find(default, "MutatingWebhookConfiguration", names.WEBHOOK)["webhooks"][0]["namespaceSelector"]
+    assert selector["matchLabels"] == {names.INJECT_LABEL: names.INJECT_ENABLED}
+    assert f"{names.INJECT_LABEL}={names.INJECT_ENABLED}" == names.OPT_IN_SELECTOR == "localdns.io/inject=enabled"
     # The opt-out annotation shares the label's key, as the contract says; docs/install.md uses both.
-    assert policy.INJECT_ANNOTATION == cluster.INJECT_LABEL and "disabled" in policy.OPT_OUT_VALUES
+    assert policy.INJECT_ANNOTATION == names.INJECT_LABEL and "disabled" in policy.OPT_OUT_VALUES
 
 
 def test_webhook_serve_flags_parse_and_match_the_ports(default) -> None:
@@ -162,7 +165,8 @@ def test_certs_bootstrap_needs_no_more_than_the_granted_rbac(default) -> None:
         # manifests' 90-day lifetime, which renews that certificate (replaces the Secret: update). Propagation 0:
         # the test does not wait the 5 minutes the CA is given to reach every API server.
         short = ["--leaf-days=1", "--leaf-renew-days=0.5"]
-        for attempt, extra in (("first install", short), ("second pod start", short), ("renewal", ["--propagation-seconds=0"])):
+        attempts = (("first install", short), ("second pod start", short), ("renewal", ["--propagation-seconds=0"]))
+        for attempt, extra in attempts:
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = main([*args, *extra, "--kubeconfig", str(api.kubeconfig_path)])

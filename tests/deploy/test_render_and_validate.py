@@ -10,17 +10,17 @@ import pytest
 
 from tests.deploy.render import (
     ALL_COMPONENTS,
+    CRD_GROUPS,
     DEFAULT,
     DEPLOY,
+    K8S_VERSION,
     OPTIONAL_COMPONENTS,
     find,
     find_all,
     kustomize,
     rendered,
+    validation_failures,
 )
-
-K8S_VERSION = "1.35.0"  # the kubectl/kustomize we render with; kubernetes-validate ships its schemas
-CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
 
 CONFIGURATIONS = {
     "default": ("builtin-certs",),
@@ -47,14 +47,7 @@ def test_kubernetes_validate_knows_the_version() -> None:
 def test_every_object_validates_against_the_kubernetes_schema(configuration) -> None:
     name, objects = configuration
     assert objects, f"{name} rendered nothing"
-    failures = []
-    for obj in objects:
-        if obj["apiVersion"].startswith(CRD_GROUPS):
-            continue
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {error.message} at {list(error.path)}")
+    failures = validation_failures(objects)
     assert not failures, "\n".join(failures)
 
 
@@ -69,6 +62,7 @@ def test_only_expected_custom_resources(configuration) -> None:
         expected += [("cert-manager.io/v1", "Certificate")] * 2 + [("cert-manager.io/v1", "Issuer")] * 2
     if "servicemonitor" in CONFIGURATIONS[name]:
         expected += [("monitoring.coreos.com/v1", "ServiceMonitor")] * 2
+        expected += [("monitoring.coreos.com/v1", "PrometheusRule")]
     assert custom == sorted(expected)
 
 
@@ -80,6 +74,59 @@ def test_no_object_twice_and_all_labelled(configuration) -> None:
     unlabelled = [i for o, i in zip(objects, ids) if o["metadata"].get("labels", {}).get("app.kubernetes.io/part-of")
                   != "localdns"]
     assert not unlabelled
+
+
+def pod_specs(node) -> list[dict]:
+    """Every pod spec inside an object, whatever the kind (Pod, a workload's template, a CronJob's job template,
+    or a custom resource that carries one): a mapping with a list of containers is a pod spec."""
+    if isinstance(node, dict):
+        if isinstance(node.get("containers"), list):
+            return [node]
+        return [spec for value in node.values() for spec in pod_specs(value)]
+    if isinstance(node, list):
+        return [spec for item in node for spec in pod_specs(item)]
+    return []
+
+
+def selects_only_linux_nodes(spec: dict) -> bool:
+    """The scheduler can place this pod on Linux nodes only: the nodeSelector says so, or every term of the
+    required node affinity (the terms are ORed) requires kubernetes.io/os In [linux]."""
+    if spec.get("nodeSelector", {}).get("kubernetes.io/os") == "linux":
+        return True
+    required = spec.get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    terms = (required or {}).get("nodeSelectorTerms", [])
+    return bool(terms) and all(
+        any(e["key"] == "kubernetes.io/os" and e["operator"] == "In" and e.get("values") == ["linux"]
+            for e in term.get("matchExpressions", []))
+        for term in terms)
+
+
+def test_every_pod_lands_on_linux_nodes(configuration) -> None:
+    """The image, iptables and the link-local interface are Linux's; the DaemonSets tolerate every taint, so in a
+    cluster with Windows nodes only a node selection keeps their pods off them (kubernetes/kubernetes#94366)."""
+    name, objects = configuration
+    workloads = [(o, spec) for o in objects for spec in pod_specs(o)]
+    assert workloads, f"{name} renders no pod at all"
+    unselected = [f"{o['kind']}/{o['metadata']['name']}" for o, spec in workloads if not selects_only_linux_nodes(spec)]
+    assert not unselected, f"may be scheduled on Windows nodes: {unselected}"
+
+
+@pytest.mark.parametrize("spec,linux_only", [
+    ({"nodeSelector": {"kubernetes.io/os": "linux"}}, True),
+    ({"nodeSelector": {"kubernetes.io/os": "windows"}}, False),
+    ({"nodeSelector": {"kubernetes.io/arch": "amd64"}}, False),
+    ({}, False),
+    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}]}}}}, True),
+    # Terms are ORed: a second term without the OS lets the pod go anywhere.
+    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]},
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]}]}}}}, False),
+    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "NotIn", "values": ["linux"]}]}]}}}}, False),
+])
+def test_linux_node_selection_reads_both_forms(spec: dict, linux_only: bool) -> None:
+    assert selects_only_linux_nodes(spec) is linux_only
 
 
 def test_cluster_values_file_is_never_applied(configuration) -> None:

@@ -23,6 +23,7 @@ from tests.deploy.render import (
     flag_values,
     pod_spec,
     rendered,
+    validation_failures,
 )
 
 DOWNWARD = {"status.hostIP": "192.0.2.7"}
@@ -80,9 +81,11 @@ def test_cleanup_removes_what_the_cache_set_up(components, monkeypatch) -> None:
 
 def test_cleanup_follows_cluster_yaml(monkeypatch) -> None:
     objects = rendered((), directory="uninstall", localIP="169.254.0.53", kubeDNS="10.100.0.10",
-                       image="registry.example.com/localdns:9")
+                       image="registry.example.com/localdns:9", healthPort="18080")
+    assert not validation_failures(objects)
     teardown = parsed_teardown(cleanup_command(objects), monkeypatch)
     assert teardown["addresses"] == [ipaddress.ip_address("169.254.0.53"), ipaddress.ip_address("10.100.0.10")]
+    assert teardown["health_port"] == 18080  # the ACCEPT rules for the health port are removed too
     assert container(find(objects, "DaemonSet", "localdns-cache-cleanup"), "cleanup")["image"] == \
         "registry.example.com/localdns:9"
 
@@ -93,6 +96,8 @@ def test_cleanup_runs_on_every_node_with_the_cache_privileges_and_no_more() -> N
     assert kinds == ["DaemonSet"]  # nothing else: applying it cannot change the install
     spec = pod_spec(objects[0])
     assert spec["hostNetwork"] is True and spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["nodeSelector"] == pod_spec(find(rendered(("builtin-certs",)), "DaemonSet", "localdns-cache"))[
+        "nodeSelector"]  # exactly the cache's nodes
     assert spec["automountServiceAccountToken"] is False
     context = spec["containers"][0]["securityContext"]
     assert context["privileged"] is False and context["allowPrivilegeEscalation"] is False

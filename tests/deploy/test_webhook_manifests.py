@@ -42,9 +42,9 @@ def test_webhook_only_sees_pod_creation(objects) -> None:
 
 
 def test_namespace_selector_opts_in_and_excludes_system_namespaces(objects) -> None:
-    from webhook.cluster import INJECT_LABEL, INJECT_LABEL_VALUE
+    from localdns.names import INJECT_ENABLED, INJECT_LABEL
     selector = webhook_entry(objects)["namespaceSelector"]
-    assert selector["matchLabels"] == {INJECT_LABEL: INJECT_LABEL_VALUE}
+    assert selector["matchLabels"] == {INJECT_LABEL: INJECT_ENABLED}
     assert selector["matchExpressions"] == [{
         "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}]
     assert "objectSelector" not in webhook_entry(objects)  # pods opt out by annotation, which the webhook reads

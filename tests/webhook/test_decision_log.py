@@ -112,3 +112,29 @@ def test_info_line_writes_directly_only_where_the_line_handler_is_the_only_one(m
     logger.addFilter(lambda record: record.getMessage() != "filtered out")
     logs.info_line(logger, "filtered out")
     assert "filtered out" not in stream.getvalue()
+
+
+def test_the_cli_log_set_up_leaves_other_records_their_caller_and_thread():
+    """`logs.configure` changes no process-wide logging switch: a program that embeds the webhook (or a library it
+    logs through) still gets each record's file, line, function and thread."""
+    code = """if True:
+        import logging
+        from webhook import logs
+
+        logs.configure("INFO")
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger("embedder").addHandler(handler)
+
+        def work():
+            logging.getLogger("embedder").warning("from work")
+
+        work()
+        [record] = records
+        assert (record.funcName, record.filename, record.threadName) == ("work", "<string>", "MainThread"), vars(record)
+        assert record.lineno == 12 and record.process and record.processName == "MainProcess", vars(record)
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert re.match(LINE, done.stderr.strip()) and done.stderr.strip().endswith(" WARNING embedder: from work")

@@ -7,7 +7,6 @@ import pytest
 from webhook.resolvconf import (
     ResolverConfig,
     fit_limits,
-    merge_options,
     parse_resolv_conf,
     pod_resolver_config,
     render,
@@ -66,9 +65,11 @@ def test_cluster_searches_are_not_duplicated_by_the_nodes():
                                                "ec2.internal")
 
 
-def test_merge_options_pod_wins_and_empty_value_means_no_value():
-    assert merge_options(["ndots:5", "edns0"], [{"name": "ndots", "value": "1"}, {"name": "edns0", "value": ""},
-                                                {"name": "use-vc"}]) == ["ndots:1", "edns0", "use-vc"]
+def test_pod_options_win_in_place_and_an_empty_value_means_no_value():
+    node = ResolverConfig(("10.0.0.2",), (), ("ndots:5", "edns0", "timeout:1"))
+    spec = {"dnsPolicy": "Default", "dnsConfig": {"options": [
+        {"name": "ndots", "value": "1"}, {"name": "edns0", "value": ""}, {"name": "timeout"}, {"name": "use-vc"}]}}
+    assert compose(spec, node=node).options == ("ndots:1", "edns0", "timeout", "use-vc")
 
 
 def test_kubelet_trims_to_the_resolver_limits():

@@ -68,7 +68,8 @@ def in_flight(port: int, ca: Path) -> float:
     with tls_connect(port, ca) as tls:
         tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         _, body = read_response(tls)
-    line = next(line for line in body.decode().splitlines() if line.startswith("localdns_webhook_admissions_in_flight "))
+    in_flight = "localdns_webhook_admissions_in_flight "
+    line = next(line for line in body.decode().splitlines() if line.startswith(in_flight))
     return float(line.split()[1])
 
 

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
-from webhook.output import plural
+from clustertools.output import plural
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
-def restart_patch(now: dt.datetime) -> dict:
+def restart_patch(now: dt.datetime) -> dict[str, Any]:
     """The body `kubectl rollout restart` sends (strategic merge patch)."""
     stamp = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
 
 
-def cannot_restart(kind: str, obj: dict) -> str | None:
+def cannot_restart(kind: str, obj: dict[str, Any]) -> str | None:
     """Why patching the template would not replace the pods, or None when a restart works."""
     spec = obj.get("spec", {})
     if kind == "Deployment" and spec.get("paused"):
@@ -36,7 +37,7 @@ class Progress:
     failure: str | None = None
 
 
-def progress(kind: str, obj: dict, generation: int) -> Progress:
+def progress(kind: str, obj: dict[str, Any], generation: int) -> Progress:
     """Has the controller finished rolling out `generation`? The conditions of `kubectl rollout status`."""
     spec, status = obj.get("spec", {}), obj.get("status", {})
     if int(status.get("observedGeneration") or 0) < generation:
@@ -50,7 +51,7 @@ def progress(kind: str, obj: dict, generation: int) -> Progress:
     raise ValueError(f"no rollout for {kind}")
 
 
-def _deployment_progress(spec: dict, status: dict) -> Progress:
+def _deployment_progress(spec: dict[str, Any], status: dict[str, Any]) -> Progress:
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
             why = condition.get("message", "")
@@ -68,7 +69,7 @@ def _deployment_progress(spec: dict, status: dict) -> Progress:
     return Progress(True, f"{plural(want, 'replica')} updated and available")
 
 
-def _statefulset_progress(spec: dict, status: dict) -> Progress:
+def _statefulset_progress(spec: dict[str, Any], status: dict[str, Any]) -> Progress:
     want = int(spec.get("replicas", 1))
     ready = int(status.get("readyReplicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
@@ -86,7 +87,7 @@ def _statefulset_progress(spec: dict, status: dict) -> Progress:
     return Progress(True, f"{plural(want, 'pod')} updated and ready")
 
 
-def _daemonset_progress(status: dict) -> Progress:
+def _daemonset_progress(status: dict[str, Any]) -> Progress:
     desired = int(status.get("desiredNumberScheduled") or 0)
     updated = int(status.get("updatedNumberScheduled") or 0)
     available = int(status.get("numberAvailable") or 0)

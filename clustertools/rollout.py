@@ -1,4 +1,4 @@
-"""`python -m webhook rollout`: restart the workloads `audit` finds, the way `kubectl rollout restart` does.
+"""`rollout`: restart the workloads `audit` finds, the way `kubectl rollout restart` does.
 
 Dry run unless `--yes`. A restart is a strategic merge patch of `kubectl.kubernetes.io/restartedAt` (RFC 3339,
 now) into the pod template's annotations; the controller then replaces the pods, and the webhook injects the new
@@ -19,22 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from webhook import cluster as kube
-from webhook.audit import (
-    DELETE,
-    NEEDS_RESTART,
-    RESTART,
-    AuditResult,
-    OwnerGroup,
-    add_settings_argument,
-    classify,
-    collect,
-    load_settings,
-)
+from clustertools import cli
+from clustertools.audit import DELETE, NEEDS_RESTART, RESTART, AuditResult, OwnerGroup, classify, collect
+from clustertools.output import emit, plural, table
+from clustertools.owners import Owner, OwnerResolver
+from clustertools.readiness import Progress, cannot_restart, progress, restart_patch
+from clustertools.scope import Gaps
+from clustertools.status import FAIL, check_cache, check_webhook_replicas
+from localdns import names
+from localdns.kube import Client, Conflict, Forbidden, KubeError, NotFound, describe
 from webhook.config import Settings
-from webhook.output import emit, plural, table
-from webhook.readiness import Progress, cannot_restart, progress, restart_patch
-from webhook.status import FAIL, check_cache, check_webhook_replicas
 
 # Target states.
 PLANNED, RESTARTING, READY, FAILED, SKIPPED, NOT_STARTED, DELETED = (
@@ -51,7 +45,7 @@ class Target:
     elapsed: float = 0.0
 
     @property
-    def owner(self) -> kube.Owner:
+    def owner(self) -> Owner:
         return self.group.owner
 
     @property
@@ -105,7 +99,7 @@ class Reporter:
 
 @dataclass
 class Runner:
-    cluster: kube.Cluster
+    client: Client
     settings: Settings
     max_concurrent: int = 1
     timeout: float = 300.0
@@ -146,21 +140,21 @@ class Runner:
         owner = target.owner
         target.started = self.clock()
         try:
-            obj = self.cluster.get(owner.kind, owner.name, owner.namespace)
+            obj = self.client.get(owner.kind, owner.name, owner.namespace)
             why_not = cannot_restart(owner.kind, obj)
             if why_not:
                 target.state, target.message = SKIPPED, why_not
             else:
-                patched = self.cluster.patch(owner.kind, owner.name, owner.namespace, restart_patch(self.now()))
+                patched = self.client.patch(owner.kind, owner.name, owner.namespace, restart_patch(self.now()))
                 # The API server bumps metadata.generation for a template change; the rollout is the one the
                 # controller reports for at least that generation.
                 target.generation = int(patched.get("metadata", {}).get("generation") or 0)
                 target.state, target.message = RESTARTING, "restart requested"
-        except kube.NotFound:
+        except NotFound:
             target.state, target.message = SKIPPED, "deleted before it could be restarted"
-        except (kube.Forbidden, kube.Conflict) as exc:
+        except (Forbidden, Conflict) as exc:
             target.state, target.message = FAILED, str(exc)  # this workload only: the others may be allowed
-        except kube.ClusterError as exc:
+        except KubeError as exc:
             target.state, target.message = FAILED, str(exc)
             self.stopped = "the API server stopped answering"
         self._report(target)
@@ -169,12 +163,12 @@ class Runner:
         owner = target.owner
         target.elapsed = self.clock() - target.started
         try:
-            obj = self.cluster.get(owner.kind, owner.name, owner.namespace)
-        except kube.NotFound:
+            obj = self.client.get(owner.kind, owner.name, owner.namespace)
+        except NotFound:
             target.state, target.message = SKIPPED, "deleted while restarting"
             self._report(target)
             return
-        except kube.ClusterError as exc:
+        except KubeError as exc:
             target.message = f"cannot read it ({exc}); retrying"
             obj = None
         if obj is not None:
@@ -199,12 +193,12 @@ class Runner:
         unchanged (it is down, failurePolicy Ignore), restarting more workloads would be pointless."""
         owner = target.owner
         try:
-            pods = self.cluster.list("Pod", owner.namespace)
-        except kube.ClusterError as exc:
+            pods = self.client.list("Pod", owner.namespace)
+        except KubeError as exc:
             target.state = READY
             target.message = f"{state.message} after {target.elapsed:.0f}s (new pods not checked: {exc})"
             return
-        resolver = kube.OwnerResolver(self.cluster, kube.Gaps())
+        resolver = OwnerResolver(self.client, Gaps())
         left = sorted(p["metadata"]["name"] for p in pods
                       if classify(p, owner.namespace, self.settings)[0] == NEEDS_RESTART
                       and resolver.owner_of(p) == owner)
@@ -218,16 +212,16 @@ class Runner:
             target.state, target.message = READY, f"{state.message} after {target.elapsed:.0f}s"
 
 
-def delete_bare_pods(cluster: kube.Cluster, groups: list[OwnerGroup], reporter: Reporter | None) -> list[Target]:
+def delete_bare_pods(client: Client, groups: list[OwnerGroup], reporter: Reporter | None) -> list[Target]:
     done = []
     for group in groups:
         target = Target(group)
         try:
-            cluster.delete("Pod", group.owner.name, group.owner.namespace)
+            client.delete("Pod", group.owner.name, group.owner.namespace)
             target.state, target.message = DELETED, "deleted (nothing recreates a bare pod)"
-        except kube.NotFound:
+        except NotFound:
             target.state, target.message = SKIPPED, "already gone"
-        except kube.ClusterError as exc:
+        except KubeError as exc:
             target.state, target.message = FAILED, str(exc)
         if reporter:
             reporter.finished += 1
@@ -236,19 +230,19 @@ def delete_bare_pods(cluster: kube.Cluster, groups: list[OwnerGroup], reporter: 
     return done
 
 
-def preflight(cluster: kube.Cluster) -> list[str]:
+def preflight(client: Client) -> list[str]:
     """Reasons not to restart anything now: new pods would come back without injection, or without DNS."""
     problems = []
-    for kind, name, check in (("Deployment", kube.WEBHOOK_NAME, check_webhook_replicas),
-                              ("DaemonSet", kube.CACHE_DAEMONSET, lambda ds: check_cache(ds, None, {}))):
+    for kind, name, check in (("Deployment", names.WEBHOOK, check_webhook_replicas),
+                              ("DaemonSet", names.CACHE_DAEMONSET, lambda ds: check_cache(ds, None, {}))):
         try:
-            result = check(cluster.get(kind, name, kube.INSTALL_NAMESPACE))
+            result = check(client.get(kind, name, names.NAMESPACE))
             if result.state == FAIL:
                 problems.append(f"{result.name}: {result.detail}")
-        except kube.NotFound:
-            problems.append(f"{kube.describe(kind, name, kube.INSTALL_NAMESPACE)} is not installed")
-        except kube.Forbidden as exc:
-            problems.append(f"cannot check {kube.describe(kind, name, kube.INSTALL_NAMESPACE)}: {exc}")
+        except NotFound:
+            problems.append(f"{describe(kind, name, names.NAMESPACE)} is not installed")
+        except Forbidden as exc:
+            problems.append(f"cannot check {describe(kind, name, names.NAMESPACE)}: {exc}")
     return problems
 
 
@@ -323,55 +317,21 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def exit_code(audit: AuditResult, targets: list[Target], bare: list[Any]) -> int:
+def exit_code(audit: AuditResult, targets: list[Target], bare: list[Target | OwnerGroup]) -> int:
     outcomes = [t.state for t in targets] + [b.state for b in bare if isinstance(b, Target)]
     if any(state in (FAILED, NOT_STARTED) for state in outcomes):
-        return kube.EXIT_FINDINGS
-    return kube.EXIT_PARTIAL if audit.gaps else kube.EXIT_OK
+        return cli.EXIT_FINDINGS
+    return cli.EXIT_PARTIAL if audit.gaps else cli.EXIT_OK
 
 
-@kube.guarded
-def run(args: argparse.Namespace) -> int:
-    if args.max_concurrent < 1 or args.timeout <= 0:
-        print("error: --max-concurrent must be at least 1 and --timeout positive", file=sys.stderr)
-        return kube.EXIT_ERROR
-    args.yes = args.yes and not args.dry_run  # any doubt means no change
-    settings = load_settings(args)
-    cluster = kube.connect_from(args)
-    audit = collect(cluster, kube.requested_namespaces(args), settings)
-    targets, bare_groups, left = plan(audit)
-    bare: list[Any] = list(bare_groups)
-    problems = preflight(cluster) if targets or (bare_groups and args.delete_bare_pods) else []
-    if args.yes and problems and not args.force:
-        print("error: refusing to restart anything, because new pods would not get a working local DNS cache:",
-              file=sys.stderr)
-        for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
-        print("Fix it (see `python -m webhook status`), or add --force to restart anyway.", file=sys.stderr)
-        return kube.EXIT_FINDINGS
-    if args.yes:
-        reporter = Reporter(len(targets) + (len(bare_groups) if args.delete_bare_pods else 0))
-        runner = Runner(cluster, settings, args.max_concurrent, args.timeout, args.poll_interval, reporter)
-        try:
-            runner.run(targets)
-            if args.delete_bare_pods and not runner.stopped:
-                bare = delete_bare_pods(cluster, bare_groups, reporter)
-        finally:
-            reporter.close()
-    emit(report(audit, targets, bare, left, args, problems), args.output, render)
-    return exit_code(audit, targets, bare)
+HELP = "restart the workloads `audit` lists, like `kubectl rollout restart` (dry run unless --yes)"
+DESCRIPTION = ("Restart the Deployments, StatefulSets and DaemonSets whose pods do not use the local DNS cache yet, "
+               "one batch at a time, waiting for each to be ready. Dry run unless --yes. Exit 0: done (or planned); "
+               "1: a restart failed or timed out (later ones were not started); 2: error; 3: partial plan.")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "rollout",
-        help="restart the workloads `audit` lists, like `kubectl rollout restart` (dry run unless --yes)",
-        description="Restart the Deployments, StatefulSets and DaemonSets whose pods do not use the local DNS cache "
-        "yet, one batch at a time, waiting for each to be ready. Dry run unless --yes. Exit 0: done (or planned); "
-        "1: a restart failed or timed out (later ones were not started); 2: error; 3: partial plan.",
-    )
-    kube.add_common_arguments(parser)
-    add_settings_argument(parser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    cli.add_common_arguments(parser)
     parser.add_argument("--yes", action="store_true", help="really restart (default: dry run, show the plan)")
     parser.add_argument("--dry-run", action="store_true",
                         help="only show the plan (the default; wins over --yes wherever it appears)")
@@ -385,4 +345,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="restart even when the webhook has no ready replica or the cache is not ready on "
                         "every node (new pods would then lack injection, or DNS)")
     parser.add_argument("--poll-interval", type=float, default=2.0, help=argparse.SUPPRESS)
-    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_concurrent < 1 or args.timeout <= 0:
+        print("error: --max-concurrent must be at least 1 and --timeout positive", file=sys.stderr)
+        return cli.EXIT_ERROR
+    args.yes = args.yes and not args.dry_run  # any doubt means no change
+    settings = cli.load_settings(args)
+    client = cli.connect_from(args)
+    audit = collect(client, cli.requested_namespaces(args), settings)
+    targets, bare_groups, left = plan(audit)
+    bare: list[Target | OwnerGroup] = list(bare_groups)
+    problems = preflight(client) if targets or (bare_groups and args.delete_bare_pods) else []
+    if args.yes and problems and not args.force:
+        print("error: refusing to restart anything, because new pods would not get a working local DNS cache:",
+              file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print("Fix it (see `python -m webhook status`), or add --force to restart anyway.", file=sys.stderr)
+        return cli.EXIT_FINDINGS
+    if args.yes:
+        reporter = Reporter(len(targets) + (len(bare_groups) if args.delete_bare_pods else 0))
+        runner = Runner(client, settings, args.max_concurrent, args.timeout, args.poll_interval, reporter)
+        try:
+            runner.run(targets)
+            if args.delete_bare_pods and not runner.stopped:
+                bare = list(delete_bare_pods(client, bare_groups, reporter))
+        finally:
+            reporter.close()
+    emit(report(audit, targets, bare, left, args, problems), args.output, render)
+    return exit_code(audit, targets, bare)

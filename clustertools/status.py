@@ -1,4 +1,4 @@
-"""`python -m webhook status`: is the installation healthy? One screen, one line per check, non-zero when not.
+"""`status`: is the installation healthy? One screen, one line per check, non-zero when not.
 
 What is checked, and why each matters:
 - the MutatingWebhookConfiguration exists, calls our Service, selects opted-in namespaces and has a caBundle:
@@ -27,9 +27,12 @@ from typing import Any
 from cryptography import x509
 
 from certs.authority import CertificateError, dns_names_of, fingerprint, is_signed_by, load_certificates
-from webhook import cluster as kube
-from webhook.audit import add_settings_argument, collect, load_settings
-from webhook.output import emit, plural, table
+from clustertools import cli
+from clustertools.audit import collect
+from clustertools.output import emit, plural, table
+from clustertools.scope import Gaps
+from localdns import names
+from localdns.kube import JSON, Client, Forbidden, NotFound, describe
 
 OK, WARN, FAIL, UNKNOWN = "ok", "warn", "fail", "unknown"
 RENEW_WARNING = dt.timedelta(days=14)
@@ -45,24 +48,19 @@ class Check:
         return {"check": self.name, "state": self.state, "detail": self.detail}
 
 
-def service_host(namespace: str = kube.INSTALL_NAMESPACE, service: str = kube.WEBHOOK_NAME) -> str:
-    """The name the API server verifies the webhook's certificate against."""
-    return f"{service}.{namespace}.svc"
-
-
-def check_configuration(mwc: dict) -> tuple[Check, bytes]:
+def check_configuration(mwc: JSON) -> tuple[Check, bytes]:
     """The webhook configuration's shape, and its caBundle (PEM, may be empty)."""
     hooks = mwc.get("webhooks") or []
     if not hooks:
-        return Check("webhook configuration", FAIL, f"{kube.WEBHOOK_NAME} has no webhooks"), b""
+        return Check("webhook configuration", FAIL, f"{names.WEBHOOK} has no webhooks"), b""
     problems, notes = [], []
     bundle = b""
     for hook in hooks:
         client = hook.get("clientConfig") or {}
         service = client.get("service") or {}
-        if (service.get("namespace"), service.get("name")) != (kube.INSTALL_NAMESPACE, kube.WEBHOOK_NAME):
+        if (service.get("namespace"), service.get("name")) != (names.NAMESPACE, names.WEBHOOK):
             where = f"{service.get('namespace')}/{service.get('name')}" if service else client.get("url", "nowhere")
-            notes.append(f"{hook.get('name')} calls {where}, not Service {kube.INSTALL_NAMESPACE}/{kube.WEBHOOK_NAME}")
+            notes.append(f"{hook.get('name')} calls {where}, not Service {names.NAMESPACE}/{names.WEBHOOK}")
         try:
             this = base64.b64decode(client.get("caBundle") or "", validate=True)
         except ValueError:
@@ -72,15 +70,15 @@ def check_configuration(mwc: dict) -> tuple[Check, bytes]:
                             "so the API server cannot call it")
         bundle = bundle or this
         selector = hook.get("namespaceSelector") or {}
-        if selector.get("matchLabels", {}).get(kube.INJECT_LABEL) != kube.INJECT_LABEL_VALUE and not any(
-                e.get("key") == kube.INJECT_LABEL for e in selector.get("matchExpressions") or []):
-            notes.append(f"{hook.get('name')} does not select namespaces by {kube.OPT_IN_SELECTOR}")
+        if selector.get("matchLabels", {}).get(names.INJECT_LABEL) != names.INJECT_ENABLED and not any(
+                e.get("key") == names.INJECT_LABEL for e in selector.get("matchExpressions") or []):
+            notes.append(f"{hook.get('name')} does not select namespaces by {names.OPT_IN_SELECTOR}")
         if hook.get("failurePolicy", "Fail") != "Ignore":
             notes.append(f"{hook.get('name')} has failurePolicy {hook.get('failurePolicy', 'Fail')}: pods cannot be "
                          "created while the webhook is down")
     if problems:
         return Check("webhook configuration", FAIL, "; ".join(problems + notes)), bundle
-    summary = f"{kube.WEBHOOK_NAME}: {plural(len(hooks), 'webhook')}, caBundle set"
+    summary = f"{names.WEBHOOK}: {plural(len(hooks), 'webhook')}, caBundle set"
     return Check("webhook configuration", WARN if notes else OK, "; ".join([summary, *notes])), bundle
 
 
@@ -89,12 +87,12 @@ def check_certificate(bundle_pem: bytes, cert_pem: bytes, now: dt.datetime) -> t
     name = "certificate"
     try:
         cas = load_certificates(bundle_pem, "the caBundle")
-        leaf = load_certificates(cert_pem, f"Secret {kube.TLS_SECRET} tls.crt")[0]
+        leaf = load_certificates(cert_pem, f"Secret {names.TLS_SECRET} tls.crt")[0]
     except CertificateError as exc:
         return Check(name, FAIL, str(exc)), None
-    host = service_host()
+    host = names.WEBHOOK_SERVICE_HOST
     if not any(is_signed_by(leaf, ca) for ca in cas):
-        return Check(name, FAIL, f"Secret {kube.TLS_SECRET} holds a certificate that the caBundle's CA did not sign: "
+        return Check(name, FAIL, f"Secret {names.TLS_SECRET} holds a certificate that the caBundle's CA did not sign: "
                      "the API server rejects the webhook (run `python -m certs bootstrap`)"), leaf
     if host not in dns_names_of(leaf):
         return Check(name, FAIL, f"the certificate is not valid for {host} (it names "
@@ -124,11 +122,11 @@ def check_served(address: str, bundle_pem: bytes, expected: x509.Certificate | N
         return Check(name, FAIL, f"the caBundle cannot be used as a trust store: {exc}")
     try:
         with socket.create_connection((host, int(port)), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=service_host()) as tls:
-                served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            with context.wrap_socket(raw, server_hostname=names.WEBHOOK_SERVICE_HOST) as tls:
+                served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
     except ssl.SSLCertVerificationError as exc:
-        return Check(name, FAIL, f"{address} serves a certificate the caBundle does not verify for {service_host()}: "
-                     f"{exc.verify_message}")
+        return Check(name, FAIL, f"{address} serves a certificate the caBundle does not verify for "
+                     f"{names.WEBHOOK_SERVICE_HOST}: {exc.verify_message}")
     except (OSError, ValueError) as exc:
         if explicit:
             return Check(name, FAIL, f"cannot connect to {address}: {exc}")
@@ -136,10 +134,10 @@ def check_served(address: str, bundle_pem: bytes, expected: x509.Certificate | N
     if expected is not None and served != expected:
         return Check(name, WARN, f"{address} verifies, but serves sha256 {fingerprint(served)} while the Secret holds "
                      f"{fingerprint(expected)}: the webhook has not reloaded the Secret yet")
-    return Check(name, OK, f"{address} serves a certificate the caBundle verifies for {service_host()}")
+    return Check(name, OK, f"{address} serves a certificate the caBundle verifies for {names.WEBHOOK_SERVICE_HOST}")
 
 
-def check_webhook_replicas(deployment: dict) -> Check:
+def check_webhook_replicas(deployment: JSON) -> Check:
     want = int(deployment.get("spec", {}).get("replicas", 1))
     ready = int(deployment.get("status", {}).get("readyReplicas") or 0)
     detail = f"{ready}/{want} replicas ready"
@@ -148,7 +146,7 @@ def check_webhook_replicas(deployment: dict) -> Check:
     return Check("webhook", OK if ready >= want else WARN, detail)
 
 
-def check_cache(daemonset: dict, ready_nodes: set[str] | None, injected_nodes: dict[str, list[str]]) -> Check:
+def check_cache(daemonset: JSON, ready_nodes: set[str] | None, injected_nodes: dict[str, list[str]]) -> Check:
     status = daemonset.get("status", {})
     desired = int(status.get("desiredNumberScheduled") or 0)
     ready = int(status.get("numberReady") or 0)
@@ -167,39 +165,39 @@ def check_cache(daemonset: dict, ready_nodes: set[str] | None, injected_nodes: d
 class StatusReport:
     checks: list[Check] = field(default_factory=list)
     namespaces: list[dict[str, Any]] = field(default_factory=list)
-    gaps: kube.Gaps = field(default_factory=kube.Gaps)
+    gaps: Gaps = field(default_factory=Gaps)
     notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         if any(c.state == FAIL for c in self.checks):
-            return kube.EXIT_FINDINGS
-        return kube.EXIT_PARTIAL if self.gaps else kube.EXIT_OK
+            return cli.EXIT_FINDINGS
+        return cli.EXIT_PARTIAL if self.gaps else cli.EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
-        return {"healthy": self.exit_code == kube.EXIT_OK, "partial": bool(self.gaps), "gaps": list(self.gaps.items),
+        return {"healthy": self.exit_code == cli.EXIT_OK, "partial": bool(self.gaps), "gaps": list(self.gaps.items),
                 "checks": [c.as_dict() for c in self.checks], "namespaces": self.namespaces, "notes": self.notes}
 
 
-def gather(cluster: kube.Cluster, args: argparse.Namespace, now: dt.datetime) -> StatusReport:
+def gather(client: Client, args: argparse.Namespace, now: dt.datetime) -> StatusReport:
     report = StatusReport()
 
-    def read(kind: str, name: str, namespace: str | None, check: str) -> dict | None:
+    def read(kind: str, name: str, namespace: str | None, check: str) -> JSON | None:
         try:
-            return cluster.get(kind, name, namespace)
-        except kube.NotFound:
-            report.checks.append(Check(check, FAIL, f"{kube.describe(kind, name, namespace)} is not installed"))
-        except kube.Forbidden as exc:
+            return client.get(kind, name, namespace)
+        except NotFound:
+            report.checks.append(Check(check, FAIL, f"{describe(kind, name, namespace)} is not installed"))
+        except Forbidden as exc:
             report.checks.append(Check(check, UNKNOWN, str(exc)))
             report.gaps.add(str(exc))
         return None
 
     bundle, leaf = b"", None
-    mwc = read("MutatingWebhookConfiguration", kube.WEBHOOK_NAME, None, "webhook configuration")
+    mwc = read("MutatingWebhookConfiguration", names.WEBHOOK, None, "webhook configuration")
     if mwc is not None:
         check, bundle = check_configuration(mwc)
         report.checks.append(check)
-    secret = read("Secret", kube.TLS_SECRET, kube.INSTALL_NAMESPACE, "certificate")
+    secret = read("Secret", names.TLS_SECRET, names.NAMESPACE, "certificate")
     if secret is not None and bundle:
         try:
             cert_pem = base64.b64decode((secret.get("data") or {}).get("tls.crt", ""), validate=True)
@@ -208,23 +206,24 @@ def gather(cluster: kube.Cluster, args: argparse.Namespace, now: dt.datetime) ->
         check, leaf = check_certificate(bundle, cert_pem, now)
         report.checks.append(check)
     if bundle:
-        address = args.webhook_address or (f"{service_host()}:443" if os.environ.get("KUBERNETES_SERVICE_HOST") else "")
+        in_cluster = os.environ.get("KUBERNETES_SERVICE_HOST")
+        address = args.webhook_address or (f"{names.WEBHOOK_SERVICE_HOST}:443" if in_cluster else "")
         if address:
             report.checks.append(check_served(address, bundle, leaf, explicit=bool(args.webhook_address)))
         else:
             report.checks.append(Check("served certificate", UNKNOWN, "not checked from outside the cluster: run "
-                                       f"`kubectl -n {kube.INSTALL_NAMESPACE} port-forward svc/{kube.WEBHOOK_NAME} "
+                                       f"`kubectl -n {names.NAMESPACE} port-forward svc/{names.WEBHOOK} "
                                        "8443:443` and add --webhook-address 127.0.0.1:8443"))
-    deployment = read("Deployment", kube.WEBHOOK_NAME, kube.INSTALL_NAMESPACE, "webhook")
+    deployment = read("Deployment", names.WEBHOOK, names.NAMESPACE, "webhook")
     if deployment is not None:
         report.checks.append(check_webhook_replicas(deployment))
 
-    audit = collect(cluster, kube.requested_namespaces(args), load_settings(args))
+    audit = collect(client, cli.requested_namespaces(args), cli.load_settings(args))
     report.gaps.items.extend(g for g in audit.gaps.items if g not in report.gaps.items)
     report.notes = audit.notes
-    daemonset = read("DaemonSet", kube.CACHE_DAEMONSET, kube.INSTALL_NAMESPACE, "cache")
+    daemonset = read("DaemonSet", names.CACHE_DAEMONSET, names.NAMESPACE, "cache")
     if daemonset is not None:
-        report.checks.append(check_cache(daemonset, _ready_cache_nodes(cluster, daemonset, report.gaps),
+        report.checks.append(check_cache(daemonset, _ready_cache_nodes(client, daemonset, report.gaps),
                                          audit.injected_nodes))
     report.namespaces = audit.as_dict()["namespaces"]
     waiting = sum(ns["needsRestart"] for ns in report.namespaces)
@@ -239,15 +238,15 @@ def gather(cluster: kube.Cluster, args: argparse.Namespace, now: dt.datetime) ->
     return report
 
 
-def _ready_cache_nodes(cluster: kube.Cluster, daemonset: dict, gaps: kube.Gaps) -> set[str] | None:
+def _ready_cache_nodes(client: Client, daemonset: JSON, gaps: Gaps) -> set[str] | None:
     """Nodes where a cache pod is Ready, or None when the cache pods cannot be listed."""
     labels = (daemonset.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
     if not labels:
         return None
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
     try:
-        pods = cluster.list("Pod", kube.INSTALL_NAMESPACE, label_selector=selector)
-    except kube.Forbidden as exc:
+        pods = client.list("Pod", names.NAMESPACE, label_selector=selector)
+    except Forbidden as exc:
         gaps.add(f"{exc} (cannot tell which nodes have a ready cache)")
         return None
     return {
@@ -278,24 +277,19 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@kube.guarded
-def run(args: argparse.Namespace) -> int:
-    cluster = kube.connect_from(args)
-    report = gather(cluster, args, dt.datetime.now(dt.UTC))
-    emit(report.as_dict(), args.output, render)
-    return report.exit_code
+HELP = "check the installation: webhook configuration, certificates, webhook and cache readiness, namespaces"
+DESCRIPTION = ("One screen on the health of localdns. Exit 0: healthy (warnings allowed); 1: something is wrong; "
+               "2: error (cluster unreachable); 3: some objects could not be read.")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "status",
-        help="check the installation: webhook configuration, certificates, webhook and cache readiness, namespaces",
-        description="One screen on the health of localdns. Exit 0: healthy (warnings allowed); 1: something is wrong; "
-        "2: error (cluster unreachable); 3: some objects could not be read.",
-    )
-    kube.add_common_arguments(parser)
-    add_settings_argument(parser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    cli.add_common_arguments(parser)
     parser.add_argument("--webhook-address", metavar="HOST:PORT",
                         help="also check the certificate the webhook serves there (e.g. 127.0.0.1:8443 after "
                         "`kubectl port-forward`); default: the Service name when run inside the cluster")
-    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = gather(cli.connect_from(args), args, dt.datetime.now(dt.UTC))
+    emit(report.as_dict(), args.output, render)
+    return report.exit_code

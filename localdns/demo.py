@@ -1,24 +1,31 @@
-"""`make demo` / `python -m webhook demo`: the webhook on loopback, sample pods through it, their resolv.conf.
+"""`make demo` / `python -m webhook demo`: the three programs together on loopback, without root, cluster or internet.
 
-Needs no root, no cluster and no internet: a fresh CA and serving certificate are written to a temporary directory
-(certs.local), the webhook serves HTTPS on 127.0.0.1 on a free port, and each sample pod goes through POST /mutate
-exactly as kube-apiserver would send it, over a connection that verifies the generated CA. When the cache package
-provides `cache.demo.run(names, out)`, it then resolves the names those pods would look up through the cache.
+certs writes a fresh CA and serving certificate to a temporary directory (certs.local); the webhook serves HTTPS on
+127.0.0.1 on a free port; each sample pod goes through POST /mutate exactly as kube-apiserver would send it, over a
+connection that trusts only that CA, and its decision and resolv.conf are printed. Then the cache resolves the
+names those pods would look up, in front of a kube-dns stand-in (`cache.demo.run`). Only the standard library
+talks HTTP here: the demo ships in the image, which has no test dependencies.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import copy
+import http.client
 import json
+import logging
+import os
 import ssl
 import sys
 import tempfile
 import uuid
-from typing import TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
-import httpx
 import jsonpatch
 
+from cache import demo as cache_demo
+from certs.local import write_local
 from webhook import resolvconf
 from webhook.app import create_app
 from webhook.config import Settings
@@ -26,18 +33,20 @@ from webhook.policy import decide
 from webhook.review import review_for
 from webhook.server import running
 
+JSON = dict[str, Any]
+
 NAMESPACE = "default"
 CLUSTER_DNS = "10.96.0.10"  # what kubelet's --cluster-dns would be; shown for pods the webhook leaves alone
 
 
-def _pod(name: str, annotations: dict | None = None, **spec: object) -> dict:
+def _pod(name: str, annotations: dict[str, str] | None = None, **spec: object) -> JSON:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"generateName": f"{name}-", "labels": {"app": name}, **(
                 {"annotations": annotations} if annotations else {})},
             "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}], **spec}}
 
 
-SAMPLE_PODS: list[tuple[str, dict]] = [
+SAMPLE_PODS: list[tuple[str, JSON]] = [
     ("plain pod", _pod("plain")),
     ("opted out (annotation localdns.io/inject: disabled)", _pod("opted-out", {"localdns.io/inject": "disabled"})),
     ("hostNetwork pod (ClusterFirst on the host network means the node's DNS)", _pod("host-net", hostNetwork=True)),
@@ -61,16 +70,29 @@ def _node_resolver() -> resolvconf.ResolverConfig | None:
         return None
 
 
-def send(client: httpx.Client, url: str, pod: dict) -> dict:
-    answer = client.post(f"{url}/mutate", json=review_for(pod, NAMESPACE, uid=str(uuid.uuid4())))
-    answer.raise_for_status()
-    return answer.json()["response"]
+def _exchange(connection: http.client.HTTPSConnection, method: str, path: str, body: JSON | None = None) -> bytes:
+    """One request on the kept-alive connection; the answer's body, or an error naming the status."""
+    payload = json.dumps(body).encode() if body is not None else None
+    connection.request(method, path, payload, {"Content-Type": "application/json"} if payload else {})
+    answer = connection.getresponse()
+    data = answer.read()
+    if answer.status != 200:
+        raise ConnectionError(f"the webhook answered {method} {path} with {answer.status} {answer.reason}: "
+                              f"{data[:200]!r}")
+    return data
 
 
-def show(title: str, pod: dict, response: dict, settings: Settings, out: TextIO) -> dict:
+def send(connection: http.client.HTTPSConnection, pod: JSON) -> JSON:
+    """The webhook's AdmissionResponse for the pod, sent as kube-apiserver sends it."""
+    review = _exchange(connection, "POST", "/mutate", review_for(pod, NAMESPACE, uid=str(uuid.uuid4())))
+    response: JSON = json.loads(review)["response"]
+    return response
+
+
+def show(title: str, pod: JSON, response: JSON, settings: Settings, out: TextIO) -> JSON:
     """Print one pod's result; return the pod as the API server would store it."""
     patch = json.loads(base64.b64decode(response["patch"])) if response.get("patch") else []
-    stored = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
+    stored: JSON = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
     out.write(f"--- {title}\n")
     # The webhook's answer is the patch; the policy's reason is recomputed here only to explain it.
     decision = decide(pod, NAMESPACE, settings)
@@ -94,41 +116,39 @@ def show(title: str, pod: dict, response: dict, settings: Settings, out: TextIO)
     return stored
 
 
-def run(out: TextIO = sys.stdout, settings: Settings | None = None) -> int:
-    from certs.local import write_local  # the certs package makes the CA; imported here so preview needs none
-
-    settings = settings or Settings()
+def run(settings: Settings, out: TextIO = sys.stdout) -> int:
     with tempfile.TemporaryDirectory(prefix="localdns-demo-") as tmp:
         files = write_local(tmp, ["localhost"], ["127.0.0.1"])
-        app = create_app(settings)
-        with running(app, str(files.cert), str(files.key)) as server:
+        with running(create_app(settings), str(files.cert), str(files.key)) as server:
             out.write(f"localdns webhook serving {server.url} (TLS certificate from a fresh local CA: {files.ca})\n")
             out.write(f"settings: {json.dumps(settings.describe())}\n")
             out.write(f"sample pods created in namespace {NAMESPACE!r} (kubelet's cluster DNS would be "
                       f"{CLUSTER_DNS}):\n\n")
-            verify = ssl.create_default_context(cafile=str(files.ca))
-            with httpx.Client(verify=verify, timeout=10) as client:
-                first_stored = None
-                for title, pod in SAMPLE_PODS:
-                    stored = show(title, pod, send(client, server.url, pod), settings, out)
-                    first_stored = first_stored or stored
+            trust = ssl.create_default_context(cafile=str(files.ca))
+            connection = http.client.HTTPSConnection(server.host, server.port, context=trust, timeout=10)
+            try:
+                stored = [show(title, pod, send(connection, pod), settings, out) for title, pod in SAMPLE_PODS]
                 # The API server may send a pod again (reinvocation): an injected pod gets no second patch.
-                show("the first pod sent again after injection (reinvocation)", first_stored,
-                     send(client, server.url, first_stored), settings, out)
-                counts = [line for line in client.get(f"{server.url}/metrics").text.splitlines()
-                          if line.startswith("localdns_webhook_admissions_total")]
+                show("the first pod sent again after injection (reinvocation)", stored[0],
+                     send(connection, stored[0]), settings, out)
+                metrics = _exchange(connection, "GET", "/metrics").decode()
+            finally:
+                connection.close()
+            counts = [line for line in metrics.splitlines() if line.startswith("localdns_webhook_admissions_total")]
             out.write("metrics: " + ", ".join(line.split("{", 1)[1].replace('"} ', "=").replace('outcome="', "")
                                               for line in counts) + "\n")
         out.write("webhook stopped\n")
-    run_cache_demo(names_to_resolve(settings), out)
+    out.write("\nresolving the names these pods would look up, through the node-local cache:\n")
+    cache_demo.run(names_to_resolve(settings), out=out)
     return 0
 
 
-def run_cache_demo(names: list[str], out: TextIO) -> None:
-    """Hand over to the cache's demo when the cache package provides one."""
-    try:
-        from cache.demo import run as cache_demo  # type: ignore[import-not-found]
-    except (ImportError, AttributeError):
-        return
-    out.write("\nresolving the names these pods would look up, through the node-local cache:\n")
-    cache_demo(names, out=out)
+def main(argv: Sequence[str], prog: str = "python -m webhook") -> int:
+    """The `demo` command (webhook/__main__.py hands it over): `argv` from the command's name on."""
+    command, *options = argv
+    description = "Run the webhook on loopback with a fresh CA, send it sample pods, then resolve their names " \
+                  "through the node-local cache. No root, no cluster, no internet."
+    argparse.ArgumentParser(prog=f"{prog} {command}", description=description).parse_args(options)
+    if "LOCALDNS_LOG_LEVEL" not in os.environ and logging.getLogger().getEffectiveLevel() == logging.INFO:
+        logging.getLogger().setLevel(logging.WARNING)  # the demo's own output tells the story
+    return run(Settings.from_env(os.environ))

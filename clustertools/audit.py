@@ -1,4 +1,4 @@
-"""`python -m webhook audit`: which running pods still bypass the local DNS cache, and what recreates them.
+"""`audit`: which running pods still bypass the local DNS cache, and what recreates them.
 
 A namespace that opts in changes only pods created afterwards. For every pod in the opted-in namespaces this asks
 the webhook's own rule (`policy.decide`, the same function `/mutate` calls) what it would do to the pod now:
@@ -10,14 +10,16 @@ the webhook's own rule (`policy.decide`, the same function `/mutate` calls) what
 from __future__ import annotations
 
 import argparse
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import cluster as kube
-from webhook.config import ConfigError, Settings
-from webhook.output import emit, plural, table
+from clustertools import cli
+from clustertools.output import emit, plural, table
+from clustertools.owners import Owner, OwnerResolver
+from clustertools.scope import Gaps, iter_pods, opted_in_namespaces
+from localdns.kube import JSON, Client
+from webhook.config import Settings
 from webhook.policy import INJECTED_ANNOTATION, Outcome, decide
 
 NEEDS_RESTART = "needs-restart"
@@ -31,7 +33,7 @@ LEAVE = "none"
 RESTARTABLE_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
 
-def classify(pod: dict, namespace: str, settings: Settings) -> tuple[str, str]:
+def classify(pod: JSON, namespace: str, settings: Settings) -> tuple[str, str]:
     """(verdict, reason) for one running pod, by the webhook's rule."""
     meta, status = pod.get("metadata", {}), pod.get("status", {})
     if meta.get("deletionTimestamp"):
@@ -54,7 +56,7 @@ def classify(pod: dict, namespace: str, settings: Settings) -> tuple[str, str]:
     return UNTOUCHED, decision.reason
 
 
-def _as_created(pod: dict) -> dict:
+def _as_created(pod: JSON) -> JSON:
     """The pod without what the webhook injected: what a restart hands to the webhook again."""
     meta = dict(pod.get("metadata") or {})
     meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k != INJECTED_ANNOTATION}
@@ -62,7 +64,7 @@ def _as_created(pod: dict) -> dict:
     return {**pod, "metadata": meta, "spec": spec}
 
 
-def action_for(owner: kube.Owner) -> tuple[str, str]:
+def action_for(owner: Owner) -> tuple[str, str]:
     """What `rollout` does for pods of this owner, and the sentence that explains it."""
     if owner.note:
         return LEAVE, f"not restarted: {owner.note}"
@@ -83,7 +85,7 @@ def action_for(owner: kube.Owner) -> tuple[str, str]:
 
 @dataclass
 class OwnerGroup:
-    owner: kube.Owner
+    owner: Owner
     pods: list[str] = field(default_factory=list)
 
     @property
@@ -94,14 +96,14 @@ class OwnerGroup:
 @dataclass
 class AuditResult:
     namespaces: list[str] = field(default_factory=list)
-    groups: dict[kube.Owner, OwnerGroup] = field(default_factory=dict)
+    groups: dict[Owner, OwnerGroup] = field(default_factory=dict)
     untouched: list[dict[str, str]] = field(default_factory=list)
-    counts: dict[str, Counter] = field(default_factory=dict)  # namespace -> verdict -> pods
-    gaps: kube.Gaps = field(default_factory=kube.Gaps)
+    counts: dict[str, Counter[str]] = field(default_factory=dict)  # namespace -> verdict -> pods
+    gaps: Gaps = field(default_factory=Gaps)
     notes: list[str] = field(default_factory=list)
     injected_nodes: dict[str, list[str]] = field(default_factory=dict)  # node -> injected pods (ns/name) on it
 
-    def add(self, namespace: str, pod: dict, owner: kube.Owner | None, verdict: str, reason: str) -> None:
+    def add(self, namespace: str, pod: JSON, owner: Owner | None, verdict: str, reason: str) -> None:
         self.counts.setdefault(namespace, Counter())[verdict] += 1
         name = pod["metadata"]["name"]
         if verdict == INJECTED:
@@ -120,8 +122,8 @@ class AuditResult:
     @property
     def exit_code(self) -> int:
         if self.gaps:
-            return kube.EXIT_PARTIAL
-        return kube.EXIT_FINDINGS if self.groups else kube.EXIT_OK
+            return cli.EXIT_PARTIAL
+        return cli.EXIT_FINDINGS if self.groups else cli.EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -147,16 +149,16 @@ class AuditResult:
         }
 
 
-def collect(cluster: kube.Cluster, requested: list[str], settings: Settings) -> AuditResult:
+def collect(client: Client, requested: list[str], settings: Settings) -> AuditResult:
     """Read the opted-in namespaces' pods and sort each by the webhook's rule. Unreadable parts become gaps."""
     result = AuditResult()
-    result.namespaces = kube.opted_in_namespaces(cluster, requested, result.gaps, result.notes)
+    result.namespaces = opted_in_namespaces(client, requested, result.gaps, result.notes)
     excluded = sorted(set(result.namespaces) & settings.excluded_namespaces)
     for namespace in excluded:
         result.notes.append(f"namespace {namespace} is labelled but excluded by the webhook settings "
                             "(excluded_namespaces): its pods are never injected")
-    resolver = kube.OwnerResolver(cluster, result.gaps)
-    for namespace, pods in kube.iter_pods(cluster, result.namespaces, result.gaps):
+    resolver = OwnerResolver(client, result.gaps)
+    for namespace, pods in iter_pods(client, result.namespaces, result.gaps):
         result.counts.setdefault(namespace, Counter())
         for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
             verdict, reason = classify(pod, namespace, settings)
@@ -191,41 +193,18 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_settings(args: argparse.Namespace) -> Settings:
-    """The webhook's settings from this environment (LOCALDNS_*), or the YAML file given with --config."""
-    environ = dict(os.environ)
-    if getattr(args, "config", None):
-        environ["LOCALDNS_CONFIG"] = args.config
-    try:
-        return Settings.from_env(environ)
-    except ConfigError as exc:
-        raise kube.ClusterError(f"bad webhook settings: {exc}") from None
+HELP = "list running pods that do not use the local DNS cache yet, grouped by what recreates them"
+DESCRIPTION = ("For every opted-in namespace (or those named), list the pods the webhook would change now but which "
+               "were created before, grouped by owner, and the pods rightly left alone with the reason. "
+               "Exit 0: nothing to restart; 1: some pods need a restart; 2: error; 3: partial result.")
 
 
-def add_settings_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", metavar="FILE",
-        help="the webhook's settings YAML (as LOCALDNS_CONFIG); default: LOCALDNS_* variables, else built-in defaults",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    cli.add_common_arguments(parser)
 
 
-@kube.guarded
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
-    cluster = kube.connect_from(args)
-    result = collect(cluster, kube.requested_namespaces(args), settings)
+    settings = cli.load_settings(args)
+    result = collect(cli.connect_from(args), cli.requested_namespaces(args), settings)
     emit(result.as_dict(), args.output, render)
     return result.exit_code
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "audit",
-        help="list running pods that do not use the local DNS cache yet, grouped by what recreates them",
-        description="For every opted-in namespace (or those named), list the pods the webhook would change now but "
-        "which were created before, grouped by owner, and the pods rightly left alone with the reason. "
-        "Exit 0: nothing to restart; 1: some pods need a restart; 2: error; 3: partial result.",
-    )
-    kube.add_common_arguments(parser)
-    add_settings_argument(parser)
-    parser.set_defaults(func=run)

@@ -1,0 +1,219 @@
+"""The query log (`--log-queries`): one line per answer, for an admin debugging DNS on a node.
+
+Each line is CoreDNS's common log format (its `log` plugin) followed by where the answer came from, so the greps and
+parsers people already use for CoreDNS keep working:
+
+    10.0.0.5:41234 - 4711 "A IN web.default.svc.cluster.local. udp 71 false 1232" NOERROR qr,rd,ra 102 0.000021s cache
+
+Every byte a client controls is escaped as in a zone file (RFC 1035 section 5.1: `\\.`, `\\"`, `\\DDD`), so a name
+holding a newline or a quote cannot forge a line. Lines are filtered by class (CoreDNS's: success, denial, error),
+rate-limited by a token bucket (the rest are counted in `localdns_query_log_dropped_total`), and written by a
+thread from a bounded queue, so a log reader that stalls never stalls answering.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from . import wire
+from .metrics import RCODE_NAMES
+from .stats import TYPE_LABELS, Stats
+
+Send = Callable[[bytes, Any], None]
+CLASSES = ("success", "denial", "error")
+QUEUE_LINES = 4096  # lines waiting for the writer; beyond, dropped and counted (the writer is stuck)
+CLASS_NAMES = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
+# Response flags in the order CoreDNS prints them, with their bit in the header's flags word.
+FLAG_BITS = (("qr", 0x8000), ("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100), ("ra", 0x0080), ("z", 0x0040),
+             ("ad", 0x0020), ("cd", 0x0010))
+_ESCAPE = {byte: f"\\{byte:03d}" for byte in (*range(0x21), *range(0x7F, 0x100))}
+_ESCAPE.update({ord(c): "\\" + c for c in '.\\"();@$'})
+_LABEL_TABLE = {byte: _ESCAPE.get(byte, chr(byte)) for byte in range(0x100)}
+
+
+def parse_classes(text: str) -> frozenset[str]:
+    """'all', or a comma list of success, denial, error; ValueError names what is unknown."""
+    names = {name.strip().lower() for name in text.split(",") if name.strip()}
+    unknown = names - {"all", *CLASSES}
+    if unknown or not names:
+        raise ValueError(f"{text!r}: expected 'all' or a comma list of {', '.join(CLASSES)}")
+    return frozenset(CLASSES) if "all" in names else frozenset(names)
+
+
+def classify(reply: bytes) -> str:
+    """CoreDNS's response classes: NOERROR with records (or truncated) is success, NXDOMAIN and NODATA (NOERROR
+    without answer records) are denial, every other rcode is error."""
+    flags = (reply[2] << 8) | reply[3]
+    rcode = flags & wire.RCODE_MASK
+    if rcode == 3:
+        return "denial"
+    if rcode:
+        return "error"
+    return "success" if reply[6:8] != b"\x00\x00" or flags & 0x0200 else "denial"
+
+
+def escape_name(name: bytes) -> str:
+    """An uncompressed wire name as presentation text, every byte outside printable ASCII (and every character
+    that means something in a zone file or in this log's quotes) escaped: `a\\.b.example.`, `\\010.example.`."""
+    labels, offset, end = [], 0, len(name)
+    while offset < end and name[offset]:
+        length = name[offset]
+        labels.append("".join(_LABEL_TABLE[byte] for byte in name[offset + 1:offset + 1 + length]))
+        offset += length + 1
+    return ".".join(labels) + "."
+
+
+def question_of(data: bytes) -> tuple[str, str, str]:
+    """(type, class, name) of a query's question as text, '-' where the packet has none to read."""
+    offset, end = 12, len(data)
+    while offset < end and data[offset] and not data[offset] & 0xC0 and offset - 12 <= wire.MAX_NAME:
+        offset += data[offset] + 1
+    if offset + 5 > end or data[offset] != 0:
+        return "-", "-", "-"
+    qtype = (data[offset + 1] << 8) | data[offset + 2]
+    qclass = (data[offset + 3] << 8) | data[offset + 4]
+    return (TYPE_LABELS.get(qtype, f"TYPE{qtype}"), CLASS_NAMES.get(qclass, f"CLASS{qclass}"),
+            escape_name(data[12:offset + 1]))
+
+
+def edns_of(data: bytes) -> tuple[str, str]:
+    """The query's DO bit and advertised UDP size, as CoreDNS prints them ('false', '512' without EDNS)."""
+    try:
+        query = wire.parse_query(data)
+    except (wire.Drop, wire.BadQuery):
+        return "-", "-"
+    return ("true" if query.do else "false"), str(query.udp_size if query.edns else wire.PLAIN_UDP_SIZE)
+
+
+def format_line(data: bytes, addr: Any, proto: str, reply: bytes, duration: float, source: str) -> str:
+    """One log line, from the query and reply bytes as they crossed the wire."""
+    host, port = addr[0], addr[1]
+    remote = f"[{host}]" if ":" in host else host
+    qid = (data[0] << 8) | data[1] if len(data) >= 2 else "-"
+    qtype, qclass, name = question_of(data)
+    do, bufsize = edns_of(data)
+    flags = (reply[2] << 8) | reply[3]
+    rcode = flags & wire.RCODE_MASK
+    rflags = ",".join(flag for flag, bit in FLAG_BITS if flags & bit)
+    return (f'{remote}:{port} - {qid} "{qtype} {qclass} {name} {proto} {len(data)} {do} {bufsize}" '
+            f"{RCODE_NAMES.get(rcode, f'RCODE{rcode}')} {rflags or '-'} {len(reply)} {duration:.6f}s {source}")
+
+
+def _timestamp(at: float) -> str:
+    """As the other log lines have it (logging's default asctime)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f",{int(at * 1000) % 1000:03d}"
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (a test calling the resolver directly)
+        return None
+
+
+class _Logged:
+    """A client's `send`, wrapped: sends the reply, then logs it. A reply sent from the task (or callback) that
+    received the query was answered at once, from the cache; one sent later came after waiting on an upstream."""
+
+    __slots__ = ("addr", "data", "log", "proto", "send", "started", "task")
+
+    def __init__(self, log: QueryLog, data: bytes, addr: Any, send: Send, proto: str) -> None:
+        self.log, self.data, self.addr, self.send, self.proto = log, data, addr, send, proto
+        self.started = time.monotonic()
+        self.task = _current_task()
+
+    def __call__(self, reply: bytes, addr: Any) -> None:
+        self.send(reply, addr)
+        self.log.answered(self, reply)
+
+
+class QueryLog:
+    """Filters, rate-limits and queues answer lines; a daemon thread writes them to `stream`."""
+
+    def __init__(self, stats: Stats, classes: frozenset[str] = frozenset(CLASSES), rate: float = 100,
+                 burst: int = 1000, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stats, self.clock = stats, clock
+        self.classes, self.rate, self.burst = classes, float(rate), burst
+        self.tokens, self.refilled = float(burst), clock()
+        self.dropped_unreported = 0
+        self.stream = stream
+        self.lines: queue.Queue[tuple[float, str] | None] = queue.Queue(QUEUE_LINES)
+        self._writer: threading.Thread | None = None
+
+    def configure(self, classes: frozenset[str], rate: float, burst: int) -> None:
+        self.classes, self.rate, self.burst = classes, float(rate), burst
+        self.tokens = min(self.tokens, float(burst))
+
+    def watch(self, data: bytes, addr: Any, send: Send, proto: str) -> Send:
+        """The `send` to hand the resolver for this query, so that its answer is logged."""
+        return _Logged(self, data, addr, send, proto)
+
+    def answered(self, query: _Logged, reply: bytes) -> None:
+        if len(reply) < 12 or classify(reply) not in self.classes:
+            return
+        if not self._take():
+            self.stats.query_log_dropped += 1
+            self.dropped_unreported += 1
+            return
+        duration = time.monotonic() - query.started
+        source = "cache" if _current_task() is query.task else "upstream"
+        if self.dropped_unreported:
+            self._put(f"dropped {self.dropped_unreported} query log lines before this one (over {self.rate:g} a "
+                      f"second, bursts of {self.burst}: --log-queries-rate, --log-queries-burst)")
+            self.dropped_unreported = 0
+        self._put(format_line(query.data, query.addr, query.proto, reply, duration, source))
+
+    def _take(self) -> bool:
+        """One token from the bucket, refilled at `rate` a second up to `burst`."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def _put(self, line: str) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name="query-log", daemon=True)
+            self._writer.start()
+        try:
+            self.lines.put_nowait((time.time(), line))
+        except queue.Full:
+            self.stats.query_log_dropped += 1
+
+    def _write(self) -> None:
+        """The writer thread: blocks on the stream so that the event loop never does."""
+        stream = self.stream or sys.stderr
+        while True:
+            item = self.lines.get()
+            batch = [item]
+            while item is not None and len(batch) < 256:
+                try:
+                    item = self.lines.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            text = "".join(f"{_timestamp(at)} INFO cache.query: {line}\n" for at, line in filter(None, batch))
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):  # stream closed: nothing to log to
+                pass
+            if batch[-1] is None:
+                return
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is queued, then stop the writer."""
+        if self._writer is not None:
+            try:
+                self.lines.put(None, timeout=timeout)
+            except queue.Full:
+                return
+            self._writer.join(timeout)
+            self._writer = None
