@@ -19,13 +19,15 @@ from .kubednsconfig import KubeDnsConfig
 from .limits import Limits
 from .netsetup.fallback import parse_fallback
 from .querylog import parse_classes
+from .tcpclients import PRESSURE_IDLE_TIMEOUT
 
 KUBE_DNS_ENV = "KUBE_DNS_UPSTREAM_SERVICE_HOST"
 KUBE_DNS_PORT_ENV = "KUBE_DNS_UPSTREAM_SERVICE_PORT"
 KUBE_DNS_ZONES = ("in-addr.arpa", "ip6.arpa")  # with the cluster domain: what node-local-dns sends to kube-dns
 # Changing these needs a restart: they are sockets or node setup, which a reload must not drop.
 RESTART_ONLY = ("listen", "allow_wildcard", "health", "metrics", "udp_batch", "setup_network", "interface_name",
-                "interface_kind", "skip_teardown", "tcp_max_connections", "fallback_endpoints", "remove_startup_taint")
+                "interface_kind", "skip_teardown", "tcp_max_connections", "tcp_max_connections_per_client",
+                "tcp_idle_timeout", "fallback_endpoints", "remove_startup_taint")
 
 
 class SettingsError(ValueError):
@@ -47,6 +49,7 @@ class Settings:
     drain: float = 5.0
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_connections_per_client: int = 100
     udp_batch: bool = True
     setup_network: bool = False
     interface_name: str = "nodelocaldns"
@@ -127,6 +130,9 @@ class Settings:
             raise SettingsError("; ".join(problems))
         if self.tcp_max_connections < 0:
             raise SettingsError("tcp-max-connections: must not be negative")
+        if self.tcp_max_connections_per_client < 1:
+            raise SettingsError("tcp-max-connections-per-client: must be positive (at most tcp-max-connections "
+                                "applies anyway)")
         try:
             parse_classes(self.log_queries_class)
         except ValueError as error:
@@ -216,8 +222,10 @@ _HELP = {
     "prefetch": "hits within an entry's life that make it refreshed before it expires (0 = off)",
     "upstream_timeout": "seconds before a query with no upstream answer gets SERVFAIL",
     "drain": "seconds the sockets keep answering after SIGTERM (/ready says 503)",
-    "tcp_idle_timeout": "seconds an idle TCP client connection stays open",
-    "tcp_max_connections": "most TCP client connections at once",
+    "tcp_idle_timeout": f"seconds an idle TCP client connection stays open ({PRESSURE_IDLE_TIMEOUT:g} while more "
+                        "than half of --tcp-max-connections are in use)",
+    "tcp_max_connections": "most TCP client connections at once (then a new one replaces the longest idle one)",
+    "tcp_max_connections_per_client": "most TCP connections at once from one client address",
     "udp_batch": "read and answer UDP in batches (recvmmsg/sendmmsg) where the kernel and libc offer them",
     "setup_network": "create the link-local interface and NOTRACK rules (needs CAP_NET_ADMIN)",
     "interface_name": "the interface --setup-network creates",

@@ -62,7 +62,8 @@ class Daemon:
         self._configure_query_log(settings)
         self.metrics = Metrics(self.stats, self.store)
         self.listeners = Listeners(self.resolver, settings.listen_addresses(), settings.udp_batch,
-                                   settings.tcp_idle_timeout, settings.tcp_max_connections)
+                                   settings.tcp_idle_timeout, settings.tcp_max_connections,
+                                   settings.tcp_max_connections_per_client)
         self.network: NodeNetwork | None = None
         self.fallback: FallbackEndpoints | None = None
         self.serving = False
