@@ -61,6 +61,9 @@ class Metrics:
                   s.setup_errors)
         _labelled(out, "localdns_forward_mismatched_answers_total", "counter",
                   "Upstream answers dropped: wrong ID or question.", "to", s.forward_spoofed)
+        _labelled(out, "localdns_forward_bad_answers_total", "counter",
+                  "Upstream answers not used (malformed, truncated, OPT out of place): SERVFAIL, not cached.", "zone",
+                  s.bad_answers)
         _labelled(out, "localdns_dropped_queries_total", "counter", "Packets dropped without an answer.", "reason",
                   s.dropped)
         _family(out, "localdns_loops_detected_total", "counter", "Our own loop probe came back to us.",
