@@ -19,8 +19,9 @@ MAX_POINTER_JUMPS = 64  # a name has at most 127 labels; 64 jumps is generous an
 Record = tuple[int, int, int, int, int, int]
 
 
-def skip_name(data: bytes, offset: int) -> int:
-    """Offset just after the (possibly compressed) name at `offset`."""
+def skip_name(data: bytes, offset: int, targets: list[int] | None = None) -> int:
+    """Offset just after the (possibly compressed) name at `offset`; the offsets its pointers lead to are added to
+    `targets` when given."""
     end = len(data)
     jumps = 0
     after = -1
@@ -42,6 +43,8 @@ def skip_name(data: bytes, offset: int) -> int:
                 raise ValueError("compression pointer loop")  # pointers must point backwards
             if target < HEADER_SIZE:
                 raise ValueError("compression pointer into the header")
+            if targets is not None:
+                targets.append(target)
             offset = target
             continue
         if length & 0xC0:
@@ -67,12 +70,13 @@ def read_name(data: bytes, offset: int) -> bytes:
         offset += length + 1
 
 
-def records(data: bytes, offset: int, count: int) -> Iterator[Record]:
-    """The `count` records from `offset`, each as (start, type, class, ttl, rdata start, end)."""
+def records(data: bytes, offset: int, count: int, targets: list[int] | None = None) -> Iterator[Record]:
+    """The `count` records from `offset`, each as (start, type, class, ttl, rdata start, end); where the owner
+    names' pointers lead is added to `targets` when given."""
     size = len(data)
     for _ in range(count):
         start = offset
-        offset = skip_name(data, offset)
+        offset = skip_name(data, offset, targets)
         if offset + 10 > size:
             raise ValueError("record runs past the end")
         rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, offset)
@@ -86,7 +90,7 @@ def records(data: bytes, offset: int, count: int) -> Iterator[Record]:
 # The rdata layouts checked before an answer is cached, as a sequence of fields: a number is that many bytes, N a
 # name (compressed or not), S one character-string, S+ one or more up to the end, B an NSEC type bitmap, * the rest.
 # These are the types a client decompresses or parses to use the answer; every other type is relayed as received
-# (RFC 3597), only its length checked.
+# (RFC 3597), only its length checked. The layouts of A, AAAA, SRV and KX are those of class IN only.
 _NAME_ONLY = ("N",)
 RDATA_LAYOUTS: dict[int, tuple[int | str, ...]] = {
     1: (4,),  # A
@@ -108,17 +112,22 @@ RDATA_LAYOUTS: dict[int, tuple[int | str, ...]] = {
 }
 
 
-def check_rdata(data: bytes, rtype: int, start: int, end: int) -> None:
-    """Raise ValueError unless the rdata in data[start:end] has the layout of its type (when we know it)."""
+CLASS_IN = 1
+IN_ONLY = frozenset((1, 28, 33, 36))
+
+
+def check_rdata(data: bytes, rtype: int, rclass: int, start: int, end: int, targets: list[int] | None = None) -> None:
+    """Raise ValueError unless the rdata in data[start:end] has the layout of its type (when we know it); where the
+    pointers of its names lead is added to `targets` when given."""
     layout = RDATA_LAYOUTS.get(rtype)
-    if layout is None:
+    if layout is None or (rclass != CLASS_IN and rtype in IN_ONLY):
         return
     offset = start
     for field in layout:
         if isinstance(field, int):
             offset += field
         elif field == "N":
-            offset = skip_name(data, offset)
+            offset = skip_name(data, offset, targets)
         elif field == "S":
             if offset >= end:
                 raise ValueError("character-string missing")

@@ -8,6 +8,7 @@ places where it may be cut (RFC 2181 section 9), so a truncated reply still carr
 """
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 from dataclasses import dataclass
@@ -230,9 +231,11 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
     names: dict[bytes, bytes] = {}  # owner as written -> as compared (uncompressed, lowercase)
     previous: RRsetKey | None = None
     began: dict[RRsetKey, int] = {}  # RRset -> the number of cuts when it began
+    qclass = (data[qend - 2] << 8) | data[qend - 1]
+    targets: list[int] = []  # where the names' compression pointers lead
     try:
         for index, (start, rtype, rclass, ttl, rdata, end) in enumerate(
-                records(data, qend, ancount + nscount + arcount)):
+                records(data, qend, ancount + nscount + arcount, targets)):
             section = 0 if index < ancount else 1 if index < ancount + nscount else 2
             if rtype == TYPE_OPT:
                 if section != 2 or opt_seen or data[start] != 0:
@@ -243,7 +246,9 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
                 continue
             if is_meta_type(rtype):
                 raise ValueError(f"record of meta type {rtype}")
-            check_rdata(data, rtype, rdata, end)
+            if rclass != qclass:
+                raise ValueError(f"record of class {rclass} in an answer to class {qclass}")
+            check_rdata(data, rtype, rclass, rdata, end, targets)
             if opt_seen:
                 continue  # kept would be pointers into bytes that moved; additional records may be left out
             kept += 1
@@ -277,6 +282,12 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
             # 3.1.3): a reply cut short of them tells the client TC, as one cut short of an answer does.
             if section == 1 and rtype != TYPE_NS and covered != TYPE_NS:
                 needed = end - qend
+        # Every hit rewrites the TTL fields: a name made of their bytes would change under the client's eyes.
+        for target in targets:
+            if target >= qend:
+                field = bisect.bisect_right(ttl_offsets, target - qend) - 1
+                if field >= 0 and target - qend - ttl_offsets[field] < 4:
+                    raise ValueError("compression pointer into a TTL")
     except ValueError as error:
         raise BadAnswer(str(error)) from None
     body = data[qend:body_end]

@@ -42,7 +42,8 @@ BAD_ANSWERS = {
     "opt-in-authority": lambda q: answer(q, an=[A], ns=[ROOT_OPT]),
     "opt-with-a-name": lambda q: answer(q, an=[A], ar=[rr(41, b"", rclass=1232, ttl=0)]),
     "opt-with-badvers": lambda q: answer(q, ar=[b"\x00" + struct.pack("!HHIH", 41, 1232, 1 << 24, 0)]),
-    # The same class: records that lie, names that break the rules, what no answer may hold.
+    # The same class: records that lie, names that break the rules (a name in a TTL field changes when a hit
+    # writes the TTL), what no answer may hold.
     "a-record-of-3-bytes": lambda q: answer(q, an=[rr(1, b"\xc0\x00\x02")]),
     "cname-past-its-length": lambda q: answer(q, an=[rr(5, b"\x03www\x04zone")]),
     "txt-string-past-its-length": lambda q: answer(q, an=[rr(16, b"\x09abc")]),
@@ -50,6 +51,9 @@ BAD_ANSWERS = {
     "pointer-into-the-header": lambda q: answer(q, an=[rr(1, b"\x01\x02\x03\x04", owner=b"\xc0\x04")]),
     "name-of-256-bytes": lambda q: answer(q, an=[rr(1, b"\x01\x02\x03\x04", owner=(b"\x3f" + b"a" * 63) * 4
                                                      + b"\x00")]),
+    "pointer-into-a-ttl": lambda q: answer(q, an=[rr(1, b"\x01\x02\x03\x04", ttl=0), rr(
+        1, b"\x01\x02\x03\x05", owner=struct.pack("!H", 0xC000 | 12 + len(question_of(q)) + 6))]),
+    "record-of-another-class": lambda q: answer(q, an=[rr(1, b"\x01\x02\x03\x04", rclass=3)]),
     "tsig-record": lambda q: answer(q, an=[A], ar=[rr(250, b"\x00" * 16, owner=b"\x00", rclass=255, ttl=0)]),
     "count-that-lies": lambda q: answer(q, an=[A], counts=(2, 0, 0)),
     "truncated-over-tcp": lambda q: answer(q, an=[A], flags=0x8380),
