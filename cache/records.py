@@ -114,11 +114,18 @@ RDATA_LAYOUTS: dict[int, tuple[int | str, ...]] = {
 
 CLASS_IN = 1
 IN_ONLY = frozenset((1, 28, 33, 36))
+FIXED_SIZES = {rtype: layout[0] for rtype, layout in RDATA_LAYOUTS.items()
+               if len(layout) == 1 and isinstance(layout[0], int)}  # A, AAAA: the most common, checked first
 
 
 def check_rdata(data: bytes, rtype: int, rclass: int, start: int, end: int, targets: list[int] | None = None) -> None:
     """Raise ValueError unless the rdata in data[start:end] has the layout of its type (when we know it); where the
     pointers of its names lead is added to `targets` when given."""
+    size = FIXED_SIZES.get(rtype)
+    if size is not None:
+        if end - start != size and rclass == CLASS_IN:
+            raise ValueError(f"rdata of {end - start} bytes for type {rtype}")
+        return
     layout = RDATA_LAYOUTS.get(rtype)
     if layout is None or (rclass != CLASS_IN and rtype in IN_ONLY):
         return

@@ -123,12 +123,6 @@ def opt_record(extended_rcode: int = 0, do: bool = False) -> bytes:
     return b"\x00" + RR_FIXED.pack(TYPE_OPT, OUR_UDP_SIZE, (extended_rcode << 24) | (DO_BIT if do else 0), 0)
 
 
-def is_meta_type(rtype: int) -> bool:
-    """OPT and the types of RFC 6895's meta and query range (TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY and the
-    unassigned 128-248): no record of these types is data a cache may keep."""
-    return rtype == TYPE_OPT or 128 <= rtype <= TYPE_ANY
-
-
 def _meta_query_error(data: bytes, qtype: int, question: bytes, edns: bool) -> BadQuery:
     """Queries no cache can answer, as unbound refuses them: zone transfers REFUSED (a transfer is a stream of
     messages from the zone's own servers), the other meta types FORMERR (they name no data: OPT, TSIG and TKEY
@@ -226,7 +220,7 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
     opt_seen = False
     # Where the body may be cut (RFC 2181 section 9): after any answer record (the client is told TC), and in the
     # authority and additional sections only between RRsets, so a reply without TC never holds part of an RRset.
-    cuts: list[tuple[int, int]] = []
+    cuts: list[int] = []  # pairs, flat: body length there, records kept
     needed = 0  # body length up to the last record a client needs: the answers, and the authority's proofs
     names: dict[bytes, bytes] = {}  # owner as written -> as compared (uncompressed, lowercase)
     previous: RRsetKey | None = None
@@ -244,7 +238,7 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
                     raise ValueError(f"extended rcode {(ttl >> 20) & 0xFF0 | rcode}")
                 opt_seen = True
                 continue
-            if is_meta_type(rtype):
+            if 128 <= rtype <= TYPE_ANY:  # TKEY, TSIG, the query types: none is data (OPT is above)
                 raise ValueError(f"record of meta type {rtype}")
             if rclass != qclass:
                 raise ValueError(f"record of class {rclass} in an answer to class {qclass}")
@@ -256,9 +250,10 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
             ttl_offsets.append(rdata - 6 - qend)
             if ttl & 0x80000000:
                 ttl = 0  # RFC 2181 section 8: a TTL with the top bit set counts as zero
-            min_ttl = min(min_ttl, ttl)
+            if ttl < min_ttl:
+                min_ttl = ttl
             if section == 0:
-                cuts.append((end - qend, kept))
+                cuts += (end - qend, kept)
                 needed = end - qend
                 continue
             if rtype == TYPE_SOA and section == 1:
@@ -271,8 +266,8 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
             covered = (data[rdata] << 8) | data[rdata + 1] if rtype == TYPE_RRSIG else 0
             rrset = (owner, rtype, rclass, covered, section)
             if rrset != previous:
-                if not cuts or cuts[-1][0] != start - qend:
-                    cuts.append((start - qend, kept - 1))
+                if not cuts or cuts[-2] != start - qend:
+                    cuts += (start - qend, kept - 1)
                 if rrset in began:  # the RRset again after another one: no cut may leave its first part alone
                     del cuts[began[rrset]:]
                 else:
@@ -294,7 +289,7 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
     # An answer that fits 512 bytes with our OPT fits every client: no cut table needed.
     cut_table = b""
     if qend + len(body) + 11 > PLAIN_UDP_SIZE:
-        cut_table = NEEDED.pack(needed) + b"".join(CUT.pack(*cut) for cut in cuts)
+        cut_table = struct.pack(f"!{1 + len(cuts)}H", needed, *cuts)  # NEEDED, then a CUT per pair
     negative = rcode == NXDOMAIN or (rcode == NOERROR and ancount == 0)
     ttl = soa_ttl if negative else (min_ttl if ttl_offsets else 0)
     return Answer(
