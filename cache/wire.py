@@ -13,7 +13,8 @@ import os
 import struct
 from dataclasses import dataclass
 
-from .records import MAX_NAME, RR_FIXED, check_rdata, read_name, records
+from .records import MAX_NAME as MAX_NAME  # (querylog reads it here)
+from .records import RR_FIXED, check_rdata, read_name, records
 
 HEADER = struct.Struct("!HHHHHH")
 
