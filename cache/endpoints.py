@@ -21,6 +21,7 @@ from . import wire
 from .exchange import UpstreamError
 from .netsetup.fallback import FallbackSpec
 from .netsetup.iptables import IPAddress
+from .records import records, skip_name
 from .stats import Stats
 from .upstream import Group
 
@@ -35,19 +36,11 @@ def addresses_in(answer: bytes, qtype: int) -> list[IPAddress]:
     _, _, qdcount, ancount, _, _ = wire.HEADER.unpack_from(answer)
     offset = wire.HEADER.size
     for _ in range(qdcount):
-        offset = wire.skip_name(answer, offset) + 4
+        offset = skip_name(answer, offset) + 4
     size = 4 if qtype == TYPE_A else 16
-    found: list[IPAddress] = []
-    for _ in range(ancount):
-        offset = wire.skip_name(answer, offset)
-        rtype, rclass, _, rdlength = wire.RR_FIXED.unpack_from(answer, offset)
-        offset += wire.RR_FIXED.size
-        if offset + rdlength > len(answer):
-            raise ValueError("a record runs past the end of the answer")
-        if rtype == qtype and rclass == CLASS_IN and rdlength == size:
-            found.append(ipaddress.ip_address(answer[offset:offset + size]))
-        offset += rdlength
-    return found
+    return [ipaddress.ip_address(answer[rdata:end])
+            for _, rtype, rclass, _, rdata, end in records(answer, offset, ancount)
+            if rtype == qtype and rclass == CLASS_IN and end - rdata == size]
 
 
 class FallbackEndpoints:

@@ -65,6 +65,9 @@ class Metrics:
                _label("errortype"))
         family(out, "localdns_forward_mismatched_answers_total", "counter",
                "Upstream answers dropped: wrong ID or question.", s.forward_spoofed, _label("to"))
+        family(out, "localdns_forward_bad_answers_total", "counter",
+               "Upstream answers not used (malformed, truncated, OPT out of place): SERVFAIL, not cached.",
+               s.bad_answers, _label("zone"))
         family(out, "localdns_dropped_queries_total", "counter", "Packets dropped without an answer.", s.dropped,
                _label("reason"))
         family(out, "localdns_tcp_connections", "gauge", "TCP client connections open.", {(): s.tcp_connections})

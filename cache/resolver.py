@@ -177,11 +177,13 @@ class Resolver:
                 log.warning("no forward zone for %s", wire.decode_name(query.qname))
             else:
                 data = await routed[1].exchange(question, query.do, query.cd, self.limits.upstream_timeout)
-                answer = wire.parse_answer(data, question)
+                try:
+                    answer = wire.parse_answer(data, question)
+                except wire.BadAnswer as error:  # SERVFAIL (or the stale answer), never cached
+                    self.stats.bad_answers[routed[0]] += 1
+                    log.warning("unusable upstream answer for %s: %s", wire.decode_name(query.qname), error)
         except UpstreamError as error:
             log.info("no answer for %s: %s", wire.decode_name(query.qname), error)
-        except wire.BadAnswer as error:
-            log.warning("unusable upstream answer for %s: %s", wire.decode_name(query.qname), error)
         except Exception:  # never leave clients waiting on a bug
             log.exception("resolving %s failed", wire.decode_name(query.qname))
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import logging
 import resource
 import socket
@@ -50,6 +51,20 @@ def bind_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def bind_pair(host: str, port: int, attempts: int = 20) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same address and port. Port 0 (tests, the demo): the port the kernel picks for
+    UDP, tried again with another when a TCP socket already holds that number (an ephemeral port of a connection)."""
+    for attempt in range(attempts):
+        udp = bind_socket(host, port, socket.SOCK_DGRAM)
+        try:
+            return udp, bind_socket(host, udp.getsockname()[1], socket.SOCK_STREAM)
+        except OSError as error:
+            udp.close()
+            if port != 0 or error.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def steer_to_newest(sock: socket.socket) -> None:
@@ -102,9 +117,8 @@ class Listeners:
         raise_open_files_limit()
         loop = asyncio.get_running_loop()
         for host, port in self.addresses:
-            udp = bind_socket(host, port, socket.SOCK_DGRAM)
-            port = udp.getsockname()[1]  # port 0: UDP and TCP share the port the kernel picked
-            tcp = bind_socket(host, port, socket.SOCK_STREAM)
+            udp, tcp = bind_pair(host, port)
+            port = udp.getsockname()[1]
             self.bound.append((host, port))
             listener, self.batch_in_use = await batchio.start_udp(udp, self.resolver.handle_datagram,
                                                                   batched=self.udp_batch)

@@ -52,6 +52,7 @@ class Stats:
     forward_responses: defaultdict[tuple[str, int], int] = field(default_factory=_counts)  # (upstream, rcode)
     forward_duration: Histogram = field(default_factory=Histogram)  # labels (upstream, rcode name)
     forward_spoofed: defaultdict[str, int] = field(default_factory=_counts)  # upstream
+    bad_answers: defaultdict[str, int] = field(default_factory=_counts)  # zone: upstream answers not used
     healthcheck_failures: defaultdict[str, int] = field(default_factory=_counts)  # upstream
     healthcheck_broken: int = 0  # every upstream of a zone was down at once
     setup_errors: defaultdict[str, int] = field(default_factory=_counts)  # errortype
