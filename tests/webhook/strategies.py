@@ -1,4 +1,12 @@
-"""Hypothesis strategies for pods as admission sends them: DNS settings, annotations, policies, OS, affinity."""
+"""Hypothesis strategies for pods as admission sends them (DNS settings, annotations, policies, OS, affinity), for
+pods that kube-apiserver's decoder would refuse (a value of the wrong type anywhere the webhook reads), and for
+AdmissionReview bodies.
+
+What the API server can send follows from how it works: it decodes the request into the typed Pod (a value of the
+wrong type is refused with 400 before admission), applies defaults, and encodes it again for the webhook, before
+validation. So each field holds its declared type or is absent (omitempty), a list may be empty or absent, a
+list item that was null arrives as the zero value ({} or ""), and nothing is checked yet: an option without a
+name, an empty key or operator, any string at all in a name."""
 from __future__ import annotations
 
 from hypothesis import strategies as st
@@ -27,8 +35,17 @@ annotation_values = st.one_of(st.sampled_from(["disabled", "false", "False", "en
 annotations = st.one_of(st.none(), st.dictionaries(
     st.sampled_from(["localdns.io/inject", "localdns.io/ndots", "localdns.io/injected", "team"]),
     annotation_values, max_size=4))
-# Node affinity shapes, well-formed or not: the webhook reads them to spot Windows pods and must never trip.
-affinities = st.recursive(
+# Node affinity as the API server sends it (typed, unvalidated): the webhook reads it to spot Windows pods.
+_expressions = st.fixed_dictionaries({"key": st.sampled_from(["kubernetes.io/os", "zone", ""]),
+                                      "operator": st.sampled_from(["In", "NotIn", "Exists", ""])},
+                                     optional={"values": st.lists(st.sampled_from(["windows", "linux", ""]),
+                                                                  max_size=3)})
+_terms = st.fixed_dictionaries({}, optional={"matchExpressions": st.lists(_expressions, max_size=2)})
+affinities = st.one_of(st.just({}), st.fixed_dictionaries({}, optional={"nodeAffinity": st.fixed_dictionaries(
+    {}, optional={"requiredDuringSchedulingIgnoredDuringExecution": st.fixed_dictionaries(
+        {"nodeSelectorTerms": st.one_of(st.none(), st.lists(_terms, max_size=3))})})}))
+# Node affinity shapes, well-formed or not: whatever a client sends, the webhook must answer, never trip.
+malformed_affinities = st.recursive(
     st.one_of(st.none(), st.booleans(), st.sampled_from(["windows", "linux", "kubernetes.io/os", "In"])),
     lambda children: st.one_of(st.lists(children, max_size=2), st.dictionaries(st.sampled_from(
         ["nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms", "matchExpressions",
