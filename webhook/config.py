@@ -37,7 +37,7 @@ class ServerLimits:
 
     # Connections open at once, counted from accept (before TLS) to close. When all are taken, the one that has
     # waited longest for its client (handshake, request head or body, or idle) is closed to make room.
-    max_connections: int = 256
+    max_connections: int = 128
     handshake_seconds: float = 10.0  # accept to the end of the TLS handshake
     header_seconds: float = 10.0  # a request's first byte to the end of its head
     body_seconds: float = 10.0  # the end of the head to the end of the body
