@@ -192,7 +192,7 @@ def review_for(pod: Mapping[str, Any], namespace: str, uid: str = "00000000-0000
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
             "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": (pod.get("metadata") or {}).get("name", ""),
+            "name": metadata.get("name") or "" if isinstance(metadata := pod.get("metadata"), dict) else "",
             "namespace": namespace,
             "operation": operation,
             "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",

@@ -9,6 +9,8 @@ list item that was null arrives as the zero value ({} or ""), and nothing is che
 name, an empty key or operator, any string at all in a name."""
 from __future__ import annotations
 
+import copy
+
 from hypothesis import strategies as st
 
 from webhook.config import DNSOption, Settings
@@ -90,3 +92,71 @@ json_values = st.recursive(
     lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children,
                                                                                  max_size=3)),
     max_leaves=10)
+
+# Strings as the API server passes them before validation: anything, line breaks and escapes included.
+odd_text = st.one_of(st.sampled_from(["web-", "", "a\nb", "x\r\n2026-01-01 00:00:00,000 INFO localdns.webhook: forged",
+                                      "\x1b[31m", "\u2028", 'q"uote', "sp ace", "a=b", "ns/name", "é"]),
+                     st.text(max_size=12))
+api_server_options = st.fixed_dictionaries({}, optional={  # `name` may be absent: validation comes after admission
+    "name": st.one_of(option_names, odd_text), "value": st.one_of(st.sampled_from(["", "1", "5", "15"]), odd_text)})
+api_server_specs = st.fixed_dictionaries({"containers": st.just([{"name": "app", "image": "nginx"}])}, optional={
+    "dnsPolicy": st.one_of(st.sampled_from(["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]), odd_text),
+    "hostNetwork": st.booleans(),
+    "dnsConfig": st.fixed_dictionaries({}, optional={
+        "nameservers": st.lists(st.one_of(ips, odd_text), max_size=4),
+        "searches": st.lists(st.one_of(names, odd_text), max_size=34),
+        "options": st.lists(api_server_options, max_size=5)}),
+    "nodeSelector": st.dictionaries(st.one_of(st.just("kubernetes.io/os"), odd_text),
+                                    st.one_of(st.sampled_from(["linux", "windows"]), odd_text), max_size=2),
+    "os": st.fixed_dictionaries({}, optional={"name": st.one_of(st.sampled_from(["linux", "windows"]), odd_text)}),
+    "affinity": affinities,
+})
+api_server_metadatas = st.fixed_dictionaries({}, optional={
+    "name": odd_text, "generateName": odd_text, "labels": st.just({"app": "web"}),
+    "annotations": st.dictionaries(st.one_of(st.sampled_from(["localdns.io/inject", "localdns.io/ndots",
+                                                              "localdns.io/injected"]), odd_text),
+                                   st.one_of(annotation_values, odd_text), max_size=4)})
+api_server_pods = st.builds(lambda metadata, spec: {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                                                    "spec": spec}, api_server_metadatas, api_server_specs)
+
+# Every place the webhook reads (and a few it does not), where an ill-typed pod gets a value of any JSON type.
+_AFFINITY_TERM = ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
+                  "nodeSelectorTerms", 0)
+READ_PATHS = [
+    ("metadata",), ("metadata", "name"), ("metadata", "generateName"), ("metadata", "annotations"),
+    ("metadata", "annotations", "localdns.io/inject"), ("metadata", "annotations", "localdns.io/ndots"),
+    ("metadata", "annotations", "localdns.io/injected"), ("spec",), ("spec", "dnsPolicy"), ("spec", "hostNetwork"),
+    ("spec", "nodeSelector"), ("spec", "nodeSelector", "kubernetes.io/os"), ("spec", "os"), ("spec", "os", "name"),
+    ("spec", "affinity"), ("spec", "affinity", "nodeAffinity"), _AFFINITY_TERM[:4], _AFFINITY_TERM[:5],
+    _AFFINITY_TERM, (*_AFFINITY_TERM, "matchExpressions"), (*_AFFINITY_TERM, "matchExpressions", 0),
+    (*_AFFINITY_TERM, "matchExpressions", 0, "key"), (*_AFFINITY_TERM, "matchExpressions", 0, "values"),
+    (*_AFFINITY_TERM, "matchExpressions", 0, "values", 0), ("spec", "dnsConfig"),
+    ("spec", "dnsConfig", "nameservers"), ("spec", "dnsConfig", "nameservers", 0), ("spec", "dnsConfig", "searches"),
+    ("spec", "dnsConfig", "searches", 0), ("spec", "dnsConfig", "options"), ("spec", "dnsConfig", "options", 0),
+    ("spec", "dnsConfig", "options", 0, "name"), ("spec", "dnsConfig", "options", 0, "value"),
+    ("spec", "containers"), ("metadata", "labels"), ("status",),
+]
+
+
+def placed(pod: dict, path: tuple, value: object) -> dict:
+    """A copy of `pod` with `value` at `path`, making each missing parent (an object, or a list for an index)."""
+    pod = copy.deepcopy(pod)
+    node: object = pod
+    for key, after in zip(path, path[1:]):
+        wanted = list if isinstance(after, int) else dict
+        child = node[key] if (key in node if isinstance(node, dict) else key < len(node)) else None  # type: ignore
+        if not isinstance(child, wanted):
+            child = [{}] if wanted is list else {}
+            if isinstance(node, list) and key >= len(node):
+                node.append(child)
+            else:
+                node[key] = child  # type: ignore[index]
+        node = child
+    if isinstance(node, list) and not node:
+        node.append(value)
+    else:
+        node[path[-1]] = value  # type: ignore[index]
+    return pod
+
+
+ill_typed_pods = st.builds(placed, st.one_of(api_server_pods, pods), st.sampled_from(READ_PATHS), json_values)

@@ -93,7 +93,12 @@ def test_slowloris_far_above_the_limit_keeps_memory_bounded_and_admissions_answe
         for sock in held:
             sock.close()
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+            raise
 
 
 @pytest.fixture
