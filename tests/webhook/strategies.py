@@ -10,6 +10,7 @@ name, an empty key or operator, any string at all in a name."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 from hypothesis import strategies as st
 
@@ -142,7 +143,7 @@ def placed(pod: dict, path: tuple, value: object) -> dict:
     """A copy of `pod` with `value` at `path`, making each missing parent (an object, or a list for an index)."""
     pod = copy.deepcopy(pod)
     node: object = pod
-    for key, after in zip(path, path[1:]):
+    for key, after in itertools.pairwise(path):
         wanted = list if isinstance(after, int) else dict
         child = node[key] if (key in node if isinstance(node, dict) else key < len(node)) else None  # type: ignore
         if not isinstance(child, wanted):

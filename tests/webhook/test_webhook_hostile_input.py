@@ -77,7 +77,7 @@ def test_patches_for_what_the_api_server_can_send_apply_with_its_json_patch(webh
     kubectl = require_tool("kubectl")
     sent["metadata"] = {"name": "web-1", **({"annotations": a} if (a := sent["metadata"].get("annotations"))
                                             is not None else {})}
-    status, _, patch = answered(webhook, sent)
+    _, _, patch = answered(webhook, sent)
     if patch:
         assert kubectl_json_patch(kubectl, copy.deepcopy(sent), patch, tmp_path) == \
             jsonpatch.apply_patch(copy.deepcopy(sent), patch)

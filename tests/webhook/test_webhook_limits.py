@@ -145,7 +145,7 @@ def test_the_connection_that_waited_longest_makes_room_for_a_new_one(strict_webh
 
 
 def test_a_head_over_the_limit_gets_431(strict_webhook):
-    server, ca, guard = strict_webhook
+    server, ca, _ = strict_webhook
     with tls_connect(server.port, ca) as tls:
         tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"X-Big: " + b"a" * 8000)
         status, body = read_response(tls)
