@@ -27,6 +27,12 @@ class PreviewError(ValueError):
     pass
 
 
+# Objects looked at in one file, Lists' items included: far above any manifest. With the check that no List is
+# walked twice, this bounds a YAML alias bomb (Lists whose items are aliases of Lists: linear in memory, but their
+# items multiply when walked).
+MAX_OBJECTS = 10_000
+
+
 @dataclass(frozen=True)
 class Preview:
     kind: str
@@ -38,14 +44,27 @@ class Preview:
     resolv_conf: str | None  # None when it depends on a node's resolv.conf that was not given
 
 
-def pod_templates(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def pod_templates(document: Mapping[str, Any], seen: list[int] | None = None) -> Iterator[tuple[str, str,
+                                                                                            dict[str, Any]]]:
     """(kind, name, pod) for each pod or pod template in a Kubernetes object or List."""
+    seen = seen if seen is not None else [0]
+    seen[0] += 1
+    if seen[0] > MAX_OBJECTS:
+        raise PreviewError(f"more than {MAX_OBJECTS} objects (Lists' items included); split the file")
+    if not isinstance(document, dict):
+        raise PreviewError(f"expected Kubernetes objects, found {type(document).__name__}")
     kind = document.get("kind")
-    name = (document.get("metadata") or {}).get("name") or (document.get("metadata") or {}).get("generateName", "")
-    spec = document.get("spec") or {}
+    metadata: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
+    name = metadata.get("name") or metadata.get("generateName") or ""
+    name = name if isinstance(name, str) else ""
+    spec: dict[str, Any] = document["spec"] if isinstance(document.get("spec"), dict) else {}
     if kind == "List":
-        for item in document.get("items") or []:
-            yield from pod_templates(item)
+        if id(document) in seen[1:]:  # the same List again, through a YAML alias: its items would multiply
+            raise PreviewError("a List appears more than once (YAML aliases); write its items out")
+        seen.append(id(document))
+        items = document.get("items") or []
+        for item in items if isinstance(items, list) else []:
+            yield from pod_templates(item, seen)
     elif kind == "Pod":
         yield kind, name, dict(document)
     elif kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController"):
@@ -65,7 +84,8 @@ def preview(document: Mapping[str, Any], namespace: str | None, settings: Settin
             check_pod(pod)
         except BadReview as error:
             raise PreviewError(f"{kind} {name}: {error}") from None
-        ns = namespace or (document.get("metadata") or {}).get("namespace") or "default"
+        own: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
+        ns = namespace or (own.get("namespace") if isinstance(own.get("namespace"), str) else "") or "default"
         decision = decide(pod, ns, settings)
         patch = patch_for(pod, decision)
         spec = mutated_pod(pod, decision).get("spec") or {}
@@ -83,6 +103,8 @@ def load_documents(stream: TextIO) -> list[dict[str, Any]]:
         documents = [doc for doc in yaml.safe_load_all(stream) if doc is not None]
     except yaml.YAMLError as error:
         raise PreviewError(f"not valid YAML or JSON: {error}") from None
+    except RecursionError:  # PyYAML builds nested collections recursively
+        raise PreviewError("the file nests too deep for a Kubernetes object") from None
     for doc in documents:
         if not isinstance(doc, dict):
             raise PreviewError(f"expected Kubernetes objects, found {type(doc).__name__}")
@@ -123,9 +145,14 @@ def run(path: str, namespace: str | None, settings: Settings, cluster_dns: str =
     else:
         with open(path, encoding="utf-8") as handle:
             documents = load_documents(handle)
-    previews = [item for document in documents for item in preview(document, namespace, settings, cluster_dns, node)]
+    try:
+        previews = [item for document in documents
+                    for item in preview(document, namespace, settings, cluster_dns, node)]
+    except RecursionError:  # Lists nested in Lists
+        raise PreviewError(f"{path} nests Lists too deep") from None
     if not previews:
-        kinds = ", ".join(sorted({str(document.get("kind")) for document in documents})) or "nothing"
+        kinds = ", ".join(sorted({document["kind"] if isinstance(document.get("kind"), str) else "(no kind)"
+                                  for document in documents})) or "nothing"
         raise PreviewError(f"{path} holds no Pod or workload with a pod template (found: {kinds})")
     for item in previews:
         out.write(format_preview(item) + "\n")
