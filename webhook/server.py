@@ -130,6 +130,7 @@ class GuardedHTTP(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._in_head = True  # from the end of a request (or the connection's start) to the end of the next head
         self._head_bytes = 0
+        self._heads_done = 0  # heads parsed on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -183,9 +184,11 @@ class GuardedHTTP(HttpToolsProtocol):
 
     # Request progress, from httptools' callbacks.
     def data_received(self, data: bytes) -> None:
-        in_head = self._in_head
+        in_head, heads = self._in_head, self._heads_done
         super().data_received(data)
-        if in_head and self._in_head:  # the head is not complete yet: count what it holds so far
+        # Only a chunk that began inside a head and completed none counts toward it: one that ends a request's head
+        # or body may carry that body and the next request's first bytes, which its own next chunk then counts.
+        if in_head and self._in_head and heads == self._heads_done:
             self._head_bytes += len(data)
             if self._head_bytes > self.guard.limits.max_head_bytes and not self.transport.is_closing():
                 self._refuse_head()
@@ -203,6 +206,7 @@ class GuardedHTTP(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
+        self._heads_done += 1
         self._wait(self.guard.limits.body_seconds)
         super().on_headers_complete()
 
