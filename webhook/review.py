@@ -81,14 +81,37 @@ def _all_strings(items: Any, where: str) -> None:
                             f"got {type(item).__name__}")
 
 
+# A Pod from kube-apiserver nests about 20 levels; the bound leaves room for any real object and stays far below
+# the depth at which the JSON parser or anything that walks the decoded value runs out of stack.
+MAX_DEPTH = 512
+TOO_DEEP = f"request body is JSON nested too deep (over {MAX_DEPTH} levels; a Pod from kube-apiserver nests about 20)"
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value has lists or objects nested more than `limit` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def parse(body: bytes) -> AdmissionRequest:
     try:
         review = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
         raise BadReview(f"request body is not JSON: {error}") from None
-    except RecursionError:  # the parser's own depth limit, below Python's recursion limit (about 900 levels here)
-        raise BadReview("request body is JSON nested too deep (a Pod from kube-apiserver nests about 20 levels)") \
-            from None
+    except RecursionError:  # the parser's own limit, which depends on the stack it runs on (about 900 levels)
+        raise BadReview(TOO_DEEP) from None
+    # The same answer for every body nested deeper than MAX_DEPTH, wherever the parser's own limit falls. A body with
+    # fewer brackets than that cannot nest deeper (counting them costs next to nothing); only others are walked.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and nesting_exceeds(review, MAX_DEPTH):
+        raise BadReview(TOO_DEEP)
     _expect(review, dict, "the request body", "a JSON object (an AdmissionReview)")
     api_version = review.get("apiVersion")
     if api_version not in API_VERSIONS:
