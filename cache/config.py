@@ -17,14 +17,17 @@ from . import wire
 from .addresses import DNS_PORT, Address, parse_address, parse_host_port
 from .kubednsconfig import KubeDnsConfig
 from .limits import Limits
+from .netsetup.fallback import parse_fallback
 from .querylog import parse_classes
+from .tcpclients import PRESSURE_IDLE_TIMEOUT
 
 KUBE_DNS_ENV = "KUBE_DNS_UPSTREAM_SERVICE_HOST"
 KUBE_DNS_PORT_ENV = "KUBE_DNS_UPSTREAM_SERVICE_PORT"
 KUBE_DNS_ZONES = ("in-addr.arpa", "ip6.arpa")  # with the cluster domain: what node-local-dns sends to kube-dns
 # Changing these needs a restart: they are sockets or node setup, which a reload must not drop.
 RESTART_ONLY = ("listen", "allow_wildcard", "health", "metrics", "udp_batch", "setup_network", "interface_name",
-                "interface_kind", "skip_teardown", "tcp_max_connections")
+                "interface_kind", "skip_teardown", "tcp_max_connections", "tcp_max_connections_per_client",
+                "tcp_idle_timeout", "fallback_endpoints", "remove_startup_taint")
 
 
 class SettingsError(ValueError):
@@ -46,12 +49,15 @@ class Settings:
     drain: float = 5.0
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_connections_per_client: int = 100
     udp_batch: bool = True
     setup_network: bool = False
     interface_name: str = "nodelocaldns"
     interface_kind: str = "dummy"
     skip_teardown: bool = False
     sync_interval: float = 60.0
+    fallback_endpoints: str = "none"  # NAME | IP[,IP...] | none (cache/endpoints.py)
+    remove_startup_taint: bool = False  # cache/starttaint.py
     log_level: str = "info"
     kube_dns_config: str | None = None  # a mounted kube-dns ConfigMap: stubDomains, upstreamNameservers
     log_queries: bool = False
@@ -124,6 +130,9 @@ class Settings:
             raise SettingsError("; ".join(problems))
         if self.tcp_max_connections < 0:
             raise SettingsError("tcp-max-connections: must not be negative")
+        if self.tcp_max_connections_per_client < 1:
+            raise SettingsError("tcp-max-connections-per-client: must be positive (at most tcp-max-connections "
+                                "applies anyway)")
         try:
             parse_classes(self.log_queries_class)
         except ValueError as error:
@@ -135,6 +144,10 @@ class Settings:
                 raise SettingsError(f"{name.replace('_', '-')}: must be positive")
         self.http_address("health")
         self.http_address("metrics")
+        try:
+            parse_fallback(self.fallback_endpoints)
+        except ValueError as error:
+            raise SettingsError(f"fallback-endpoints: {error}") from None
         for zone, targets in self.zones(environ).items():
             for target in targets:
                 if self.is_own_address(target):
@@ -209,14 +222,21 @@ _HELP = {
     "prefetch": "hits within an entry's life that make it refreshed before it expires (0 = off)",
     "upstream_timeout": "seconds before a query with no upstream answer gets SERVFAIL",
     "drain": "seconds the sockets keep answering after SIGTERM (/ready says 503)",
-    "tcp_idle_timeout": "seconds an idle TCP client connection stays open",
-    "tcp_max_connections": "most TCP client connections at once",
+    "tcp_idle_timeout": f"seconds an idle TCP client connection stays open ({PRESSURE_IDLE_TIMEOUT:g} while more "
+                        "than half of --tcp-max-connections are in use)",
+    "tcp_max_connections": "most TCP client connections at once (then a new one replaces the longest idle one)",
+    "tcp_max_connections_per_client": "most TCP connections at once from one client address",
     "udp_batch": "read and answer UDP in batches (recvmmsg/sendmmsg) where the kernel and libc offer them",
     "setup_network": "create the link-local interface and NOTRACK rules (needs CAP_NET_ADMIN)",
     "interface_name": "the interface --setup-network creates",
     "interface_kind": "its kind (dummy)",
     "skip_teardown": "leave interface and rules on exit",
     "sync_interval": "seconds between checks that the interface and rules are still there",
+    "fallback_endpoints": "with --setup-network, where queries go while no cache is bound: NAME (a headless "
+                          "Service with kube-dns's selector, resolved through kube-dns every --sync-interval), "
+                          "IP[,IP...] (IPVS: kube-dns's ClusterIP), or none",
+    "remove_startup_taint": "once ready, remove the taint startup-taint.cluster-autoscaler.kubernetes.io/localdns "
+                            "from this node ($NODE_NAME), through the API server with the pod's token",
     "log_level": "debug, info, warning or error",
     "kube_dns_config": "directory of a mounted kube-dns ConfigMap (keys stubDomains, upstreamNameservers, "
                        "kube-dns's JSON); re-read on change",

@@ -29,6 +29,7 @@ from .store import Store
 from .upstream import Group, Upstream
 
 if TYPE_CHECKING:  # imported when --setup-network asks for it: pyroute2 and ctypes.util cost 2 MB of RSS
+    from .endpoints import FallbackEndpoints
     from .netsetup import NodeNetwork
 
 log = logging.getLogger("cache")
@@ -61,8 +62,10 @@ class Daemon:
         self._configure_query_log(settings)
         self.metrics = Metrics(self.stats, self.store)
         self.listeners = Listeners(self.resolver, settings.listen_addresses(), settings.udp_batch,
-                                   settings.tcp_idle_timeout, settings.tcp_max_connections)
+                                   settings.tcp_idle_timeout, settings.tcp_max_connections,
+                                   settings.tcp_max_connections_per_client)
         self.network: NodeNetwork | None = None
+        self.fallback: FallbackEndpoints | None = None
         self.serving = False
         self.draining = False
         self.exit_code = 0
@@ -77,6 +80,14 @@ class Daemon:
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         s = self.settings
+        # First thing: a SIGTERM while the node is being set up (a pod deleted as it starts) must still end in a
+        # clean stop, not in the default action, which kills the process halfway through its rules.
+        for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                                (signal.SIGHUP, lambda: self.reload("SIGHUP"))):
+            try:
+                loop.add_signal_handler(signum, handler)
+            except (RuntimeError, ValueError):  # not the main thread (embedded, as in the demo)
+                pass
         try:
             if s.setup_network:
                 self.network = self._node_network()
@@ -90,18 +101,17 @@ class Daemon:
             return 2
         self.serving = True
         if self.network is not None:  # NOTRACK rules only once the sockets answer: no window that drops queries
-            await asyncio.to_thread(self.network.ensure_rules)
-        for signum, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                                (signal.SIGHUP, lambda: self.reload("SIGHUP"))):
-            try:
-                loop.add_signal_handler(signum, handler)
-            except (RuntimeError, ValueError):  # not the main thread (embedded, as in the demo)
-                pass
+            rules_ok = await asyncio.to_thread(self.network.ensure_rules)
+            if self.fallback is not None:
+                self.fallback.record(rules_ok, self.network.programmed, refreshed=False)
         if self.network is not None:
             self._tasks.append(asyncio.ensure_future(self._sync_network(self.network)))
         if s.config:
             self._tasks.append(asyncio.ensure_future(self._watch_config()))
         self._tasks.append(asyncio.ensure_future(self._watch_kube_dns_config()))
+        if s.remove_startup_taint:
+            from .starttaint import remove_when_ready
+            self._tasks.append(asyncio.ensure_future(remove_when_ready(self._is_ready)))
         self._tasks.append(asyncio.ensure_future(self._first_checks()))
         settle_garbage_collector()
         self.started.set()
@@ -157,25 +167,47 @@ class Daemon:
     # ---- node network (cache/netsetup) ----
     def _node_network(self) -> NodeNetwork:
         from .netsetup import NodeNetwork
+        from .netsetup.fallback import parse_fallback
 
         for errortype in SETUP_ERROR_TYPES:
             self.stats.setup_errors[errortype] += 0
         listen = self.settings.listen_addresses()
         health = self.settings.http_address("health")
+        fallback = parse_fallback(self.settings.fallback_endpoints)
+        if fallback.enabled:
+            from .endpoints import FallbackEndpoints
+            self.fallback = FallbackEndpoints(fallback, self._route, self.stats, self.settings.limits.upstream_timeout)
         return NodeNetwork(addresses=[ipaddress.ip_address(host) for host, _ in listen], dns_port=listen[0][1],
                            health_port=health[1] if health else None, interface_name=self.settings.interface_name,
-                           interface_kind=self.settings.interface_kind, on_error=self._setup_error)
+                           interface_kind=self.settings.interface_kind, on_error=self._setup_error,
+                           fallback=fallback.enabled)
+
+    def _route(self, qname: bytes) -> Group | None:
+        found = self.resolver.route(qname)
+        return found[1] if found else None
 
     def _setup_error(self, errortype: str) -> None:
         self.stats.setup_errors[errortype] += 1
         log.error("node network setup error: %s", errortype)
 
     async def _sync_network(self, network: NodeNetwork) -> None:
+        """Every --sync-interval: the fallback's endpoints resolved, then interface and rules checked and repaired.
+        Until the endpoints have resolved once, only the resolution is retried, every few seconds."""
+        last_sync = time.monotonic()
         while True:
-            await asyncio.sleep(self.settings.sync_interval)
+            retry = self.fallback.retry_in if self.fallback is not None else None
+            await asyncio.sleep(retry if retry is not None else self.settings.sync_interval)
             try:
+                endpoints = await self.fallback.refresh() if self.fallback is not None else None
+                if endpoints is not None:
+                    network.fallback_endpoints = endpoints
+                if endpoints is None and time.monotonic() - last_sync < self.settings.sync_interval:
+                    continue
                 # One call: a failing interface repair must not skip the rule repair of the same round.
-                await asyncio.to_thread(network.sync)
+                ok = await asyncio.to_thread(network.sync)
+                last_sync = time.monotonic()
+                if self.fallback is not None:
+                    self.fallback.record(ok, network.programmed, refreshed=endpoints is not None)
             except Exception as error:  # the next sync tries again
                 log.error("node network sync failed: %s", error)
 
@@ -202,6 +234,9 @@ class Daemon:
         if not self.resolver.ready:
             return text(503, "no upstream has answered yet")
         return text(200, "ready")
+
+    def _is_ready(self) -> bool:
+        return self._ready()[0] == 200
 
     def _metrics(self) -> Response:
         body, content_type = self.metrics.render()

@@ -25,6 +25,7 @@ import dns.rrset
 
 from .config import Settings
 from .daemon import Daemon
+from .server import bind_pair
 
 ZONE = dns.name.from_text("cluster.local.")
 TTL = 30
@@ -86,8 +87,9 @@ class KubeDnsStandIn:
                 if reply:
                     self.transport.sendto(reply, addr)
 
-        transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-        self.port = transport.get_extra_info("sockname")[1]
+        udp, tcp_socket = bind_pair("127.0.0.1", 0)
+        transport, _ = await loop.create_datagram_endpoint(Udp, sock=udp)
+        self.port = udp.getsockname()[1]
 
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._writers.add(writer)
@@ -103,7 +105,7 @@ class KubeDnsStandIn:
                 self._writers.discard(writer)
                 writer.close()
 
-        server = await asyncio.start_server(tcp, "127.0.0.1", self.port)
+        server = await asyncio.start_server(tcp, sock=tcp_socket)
         self._servers = [transport, server]
 
     async def close(self) -> None:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from . import wire
-from .metrics import RCODE_NAMES, TYPE_NAMES
-from .stats import Stats
+from .metrics import RCODE_NAMES
+from .stats import TYPE_LABELS, Stats
 
 Send = Callable[[bytes, Any], None]
 CLASSES = ("success", "denial", "error")
@@ -77,7 +77,7 @@ def question_of(data: bytes) -> tuple[str, str, str]:
         return "-", "-", "-"
     qtype = (data[offset + 1] << 8) | data[offset + 2]
     qclass = (data[offset + 3] << 8) | data[offset + 4]
-    return (TYPE_NAMES.get(qtype, f"TYPE{qtype}"), CLASS_NAMES.get(qclass, f"CLASS{qclass}"),
+    return (TYPE_LABELS.get(qtype, f"TYPE{qtype}"), CLASS_NAMES.get(qclass, f"CLASS{qclass}"),
             escape_name(data[12:offset + 1]))
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import wire
 from .exchange import UpstreamError
 from .limits import Limits
-from .stats import Stats
+from .stats import OTHER, TYPE_LABELS, Stats
 from .store import Entry, Store
 from .upstream import Group
 from .wire import BadQuery, Drop, Query, parse_query, render
@@ -56,8 +56,8 @@ class Resolver:
         self.store, self.stats, self.limits = store, stats, limits
         self.inflight: dict[bytes, list[tuple[Query, Any, Send, str]]] = {}
         self.waiting = 0  # clients in all inflight lists
-        # query bytes after the ID -> (entry, its TTL second, the reply after the ID, qtype)
-        self.replays: dict[bytes, tuple[Entry, int, bytes, int]] = {}
+        # query bytes after the ID -> (entry, its TTL second, the reply after the ID, qtype as counted)
+        self.replays: dict[bytes, tuple[Entry, int, bytes, str]] = {}
         self.loop_probes: dict[bytes, str] = {}  # probe question -> zone
         self.on_loop = on_loop
         self.query_log: QueryLog | None = None  # --log-queries: wraps each client's send to log its answer
@@ -85,11 +85,11 @@ class Resolver:
         # the same bytes after the ID. (LRU recency is refreshed by the regular hit below, once per TTL second.)
         replay = self.replays.get(data[2:]) if proto == UDP else None
         if replay is not None:
-            replayed, ttl, tail, qtype = replay
+            replayed, ttl, tail, type_label = replay
             left = replayed.expires - now
             if int(left) == ttl and left > 0 and not replayed.dead:
                 send(data[:2] + tail, addr)
-                stats.requests[(UDP, "1" if len(addr) == 2 else "2", qtype)] += 1
+                stats.requests[(UDP, "1" if len(addr) == 2 else "2", type_label)] += 1
                 self._hit(replayed, left, data)
                 return
         try:
@@ -101,7 +101,7 @@ class Resolver:
             stats.responses[bad.rcode] += 1
             send(bad.response, addr)
             return
-        stats.requests[(proto, "1" if len(addr) == 2 else "2", query.qtype)] += 1
+        stats.requests[(proto, "1" if len(addr) == 2 else "2", TYPE_LABELS.get(query.qtype, OTHER))] += 1
         entry = self.store.get(query.key)
         if entry is not None:
             left = entry.expires - now
@@ -111,7 +111,7 @@ class Resolver:
                 if proto == UDP:
                     if len(self.replays) >= MAX_REPLAYS:
                         self.replays.clear()  # bounded; the hot ones come back within a second
-                    self.replays[data[2:]] = (entry, int(left), reply[2:], query.qtype)
+                    self.replays[data[2:]] = (entry, int(left), reply[2:], TYPE_LABELS.get(query.qtype, OTHER))
                 self._hit(entry, left, query)
                 return
         self._miss(query, addr, send, proto)
@@ -177,11 +177,13 @@ class Resolver:
                 log.warning("no forward zone for %s", wire.decode_name(query.qname))
             else:
                 data = await routed[1].exchange(question, query.do, query.cd, self.limits.upstream_timeout)
-                answer = wire.parse_answer(data, question)
+                try:
+                    answer = wire.parse_answer(data, question)
+                except wire.BadAnswer as error:  # SERVFAIL (or the stale answer), never cached
+                    self.stats.bad_answers[routed[0]] += 1
+                    log.warning("unusable upstream answer for %s: %s", wire.decode_name(query.qname), error)
         except UpstreamError as error:
             log.info("no answer for %s: %s", wire.decode_name(query.qname), error)
-        except wire.BadAnswer as error:
-            log.warning("unusable upstream answer for %s: %s", wire.decode_name(query.qname), error)
         except Exception:  # never leave clients waiting on a bug
             log.exception("resolving %s failed", wire.decode_name(query.qname))
         finally:

@@ -3,25 +3,27 @@ beside an old one and take over without a lost query: the kernel is told to hand
 to the newest socket (`steer_to_newest`), so the old instance's queue empties before it closes.
 
 UDP is served by `batchio.start_udp` (recvmmsg/sendmmsg in batches, or a plain endpoint with --no-udp-batch), TCP
-by asyncio streams here; both hand each query to `Resolver.handle`.
+by `tcpclients` (connections, their limits and idle timeouts); both hand each query to `Resolver.handle`.
 """
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import logging
+import resource
 import socket
 import struct
-from typing import Any
 
 from . import batchio
-from .resolver import TCP, Resolver
+from .resolver import Resolver
+from .tcpclients import TcpClients
 
 log = logging.getLogger("cache.server")
 
 TCP_BACKLOG = 1024
-MAX_TCP_PENDING_OUTPUT = 256 * 1024  # a client that does not read its answers is cut off, not buffered for
 UDP_RCVBUF = 4 * 1024 * 1024
+OPEN_FILES_WITHOUT_LIMIT = 1 << 20  # what to ask for when the hard limit is "unlimited" (Linux's default nr_open)
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h, Linux 4.5+
 # One classic BPF instruction, BPF_RET|BPF_K 1: "the socket at index 1 of the address's SO_REUSEPORT group".
 RETURN_SECOND_SOCKET = struct.pack("=HBBI", 0x06, 0, 0, 1)
@@ -51,6 +53,20 @@ def bind_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
     return sock
 
 
+def bind_pair(host: str, port: int, attempts: int = 20) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same address and port. Port 0 (tests, the demo): the port the kernel picks for
+    UDP, tried again with another when a TCP socket already holds that number (an ephemeral port of a connection)."""
+    for attempt in range(attempts):
+        udp = bind_socket(host, port, socket.SOCK_DGRAM)
+        try:
+            return udp, bind_socket(host, udp.getsockname()[1], socket.SOCK_STREAM)
+        except OSError as error:
+            udp.close()
+            if port != 0 or error.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def steer_to_newest(sock: socket.socket) -> None:
     """Make the kernel hand every new datagram and connection for this address to the newest instance's socket.
 
@@ -69,69 +85,52 @@ def steer_to_newest(sock: socket.socket) -> None:
                     error)
 
 
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one, as the Go runtime does for CoreDNS. Each TCP client and
+    each miss in flight to a UDP upstream holds a descriptor (10,000 misses may be in flight), and a container
+    runtime may start the cache with a soft limit of 1024 (containerd 2) under a far higher hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_WITHOUT_LIMIT if hard == resource.RLIM_INFINITY else hard  # Linux has no infinite one
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info("open files limit raised from %d to %d", soft, target)
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, error)
+
+
 class Listeners:
     """All DNS sockets of the process; `start` binds and serves, `close` stops them."""
 
-    def __init__(self, resolver: Resolver, addresses: list[tuple[str, int]], udp_batch: bool = True,
-                 tcp_idle_timeout: float = 10.0, tcp_max_connections: int = 1000) -> None:
+    def __init__(self, resolver: Resolver, addresses: list[tuple[str, int]], udp_batch: bool,
+                 tcp_idle_timeout: float, tcp_max_connections: int, tcp_max_connections_per_client: int) -> None:
         self.resolver, self.addresses, self.udp_batch = resolver, addresses, udp_batch
-        self.tcp_idle_timeout, self.tcp_max_connections = tcp_idle_timeout, tcp_max_connections
-        self.tcp_clients = 0
+        self.tcp_clients = TcpClients(resolver.handle, resolver.stats, tcp_idle_timeout, tcp_max_connections,
+                                      tcp_max_connections_per_client,
+                                      answer_within=lambda: resolver.limits.upstream_timeout)
         self._closers: list[batchio.Closable] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
         self.bound: list[tuple[str, int]] = []  # actual (host, port), port 0 resolved
         self.batch_in_use = False
 
     async def start(self) -> None:
+        raise_open_files_limit()
+        loop = asyncio.get_running_loop()
         for host, port in self.addresses:
-            udp = bind_socket(host, port, socket.SOCK_DGRAM)
-            port = udp.getsockname()[1]  # port 0: UDP and TCP share the port the kernel picked
-            tcp = bind_socket(host, port, socket.SOCK_STREAM)
+            udp, tcp = bind_pair(host, port)
+            port = udp.getsockname()[1]
             self.bound.append((host, port))
             listener, self.batch_in_use = await batchio.start_udp(udp, self.resolver.handle_datagram,
                                                                   batched=self.udp_batch)
             self._closers.append(listener)
-            server = await asyncio.start_server(self._serve_tcp, sock=tcp, backlog=TCP_BACKLOG)
+            server = await loop.create_server(self.tcp_clients.protocol, sock=tcp, backlog=TCP_BACKLOG)
             self._tcp_servers.append(server)
             log.info("serving DNS on %s:%d (udp%s, tcp)", host, port, " batched" if self.batch_in_use else "")
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stats = self.resolver.stats
-        if self.tcp_clients >= self.tcp_max_connections:
-            stats.dropped["tcp connection limit"] += 1
-            writer.close()
-            return
-        self.tcp_clients += 1
-        peer = writer.get_extra_info("peername")
-        transport = writer.transport
-
-        def send(reply: bytes, _addr: Any) -> None:
-            if transport.is_closing():
-                return
-            if transport.get_write_buffer_size() > MAX_TCP_PENDING_OUTPUT:
-                stats.dropped["tcp client not reading"] += 1
-                transport.abort()
-                return
-            transport.write(struct.pack("!H", len(reply)) + reply)
-
-        try:
-            while True:
-                # RFC 7766 6.2.3: idle connections are closed; a length with nothing after it counts as idle.
-                length = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), self.tcp_idle_timeout))[0]
-                data = await asyncio.wait_for(reader.readexactly(length), self.tcp_idle_timeout)
-                try:
-                    self.resolver.handle(data, peer, send, TCP)
-                except Exception:
-                    log.exception("TCP query from %s failed", peer)
-        except (TimeoutError, asyncio.IncompleteReadError, OSError):
-            pass
-        finally:
-            self.tcp_clients -= 1
-            writer.close()
 
     def close(self) -> None:
         for closer in self._closers:
             closer.close()
         for server in self._tcp_servers:
             server.close()
+        self.tcp_clients.close()
         self._closers, self._tcp_servers = [], []

@@ -14,19 +14,22 @@ from typing import cast
 
 from . import wire
 from .addresses import Address
-from .exchange import UpstreamError, answer_matches
+from .exchange import OutOfSockets, UpstreamError, answer_matches
 from .stats import Stats
 from .wire import random_id
 
 log = logging.getLogger("cache.upstream")
 
-BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+# Reconnect backoff after a failed connect, doubling from the first: capped low, so that the cluster zone answers
+# again within BACKOFF_MAX of kube-dns being back, however long it was away (a connect refused costs next to nothing).
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 0.5
 CLOSED_RETRIES = 10  # resends (within the deadline) of a query whose connection closed having answered nothing
 QUERIES_PER_CONNECTION = 100  # then a fresh connection: dnsmasq closes after 100 (its TCP_MAX_QUERIES)
 MAX_CONNECTIONS = 16  # per upstream; beyond, queries are pipelined past the limit (resent if the server closes)
 LIMIT_CLOSE_WITHIN = 0.5  # a server close this soon after an answer, with queries pending, suggests a query limit
 LIMIT_EVIDENCE = 5  # connections in a row closed so, after the same number of answers, before a limit is believed
 LIMIT_MEMORY = 300.0  # seconds a learned limit is kept; then it is learned again (the server may have changed)
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # linux/tcp.h
 DRAIN_GRACE = 0.05  # seconds a drained connection at a learned limit waits for the server's close that proves it
 
 
@@ -51,12 +54,13 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.retired = False  # takes no new queries; closed by us once its last answer is in
         self._buffer = bytearray()  # at most one message (64 KiB) and its length
+        self._socket: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but behaves as one
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._socket = transport.get_extra_info("socket")
+        if self._socket is not None:
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
     def usable(self) -> bool:
@@ -97,6 +101,23 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
+        answered = self.answered
+        self._read_answers(buffer)
+        if len(self.pending) > self.answered - answered:  # more answers to come (see `quick_ack`)
+            self.quick_ack()
+
+    def quick_ack(self) -> None:
+        """Acknowledge what was read at once rather than after the kernel's delayed-ACK timer (40 ms): a server
+        that leaves Nagle's algorithm on (dnsmasq) holds every small answer while one is unacknowledged, so the
+        second of two pipelined answers waited 40 ms for our ACK. The kernel falls back to delayed ACKs by
+        itself, so this is asked again after each read that leaves queries unanswered (one syscall)."""
+        if self._socket is not None:
+            try:
+                self._socket.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            except OSError:
+                self._socket = None  # not Linux: delayed ACKs it is
+
+    def _read_answers(self, buffer: bytearray) -> None:
         while len(buffer) >= 2:
             end = 2 + int.from_bytes(buffer[:2], "big")
             if len(buffer) < end:
@@ -178,6 +199,8 @@ class TcpUpstream:
                 _, connection = await asyncio.get_running_loop().create_connection(
                     lambda: _Connection(self), self.address.host, self.address.port)
             except OSError as error:
+                if error.errno in OutOfSockets.ERRNOS:
+                    raise OutOfSockets(f"{self.address}: {error.strerror or error}") from None
                 self._retry_at = time.monotonic() + self._backoff
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX)
                 raise UpstreamError(f"{self.address}: {error.strerror or error}") from None

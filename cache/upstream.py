@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import struct
 import time
 from collections.abc import Callable, Iterable
 
 from . import wire
 from .addresses import Address, Peer
-from .exchange import UpstreamError, answer_matches
+from .exchange import OutOfSockets, UpstreamError, answer_matches
 from .metrics import rcode_name
 from .stats import Stats
 from .tcpupstream import TcpUpstream
@@ -26,6 +27,19 @@ log = logging.getLogger("cache.upstream")
 HEALTH_QUESTION = b"\x00" + struct.pack("!HH", 2, 1)  # ". IN NS", as CoreDNS's forward health check asks
 MAX_FAILS = 2  # consecutive failures before an upstream is skipped
 HEALTH_INTERVAL = 0.5
+
+
+_last_warned = [0.0]  # when the last out-of-sockets warning was logged
+
+
+def warn_out_of_sockets(error: OSError) -> None:
+    """Say so, at most once a minute: every miss to a UDP upstream holds a socket until its answer."""
+    now = time.monotonic()
+    if now - _last_warned[0] >= 60:
+        _last_warned[0] = now
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.warning("cannot open a socket for an upstream query (%s; open files limit %d): queries get SERVFAIL "
+                    "until misses in flight end; raise the container's open files limit", error.strerror, soft)
 
 
 class _UdpExchange(asyncio.DatagramProtocol):
@@ -75,6 +89,8 @@ class Upstream:
                 if int.from_bytes(data[2:4], "big") & wire.TC:
                     remaining = max(timeout - (time.monotonic() - started), 0.05)
                     data = await self.tcp.exchange(question, do, cd, remaining)
+        except OutOfSockets:
+            raise  # our shortage: the upstream may be fine
         except UpstreamError:
             self._failed()
             raise
@@ -95,6 +111,9 @@ class Upstream:
                     name, self.stats.forward_spoofed[name] + 1)),
                 remote_addr=(self.address.host, self.address.port))
         except OSError as error:
+            if error.errno in OutOfSockets.ERRNOS:
+                warn_out_of_sockets(error)
+                raise OutOfSockets(f"{self.address}: {error.strerror or error}") from None
             raise UpstreamError(f"{self.address}: {error}") from None
         try:
             transport.sendto(wire.build_query(qid, question, do, cd))

@@ -1,26 +1,29 @@
 """Raw DNS wire helpers (RFC 1035, RFC 6891): what the hit path needs, on bytes, without dnspython.
 
 A query is parsed just enough to answer it: ID, flags, the question exactly as asked, and EDNS (UDP size, DO).
-An upstream answer is walked once when it is stored (`parse_answer`): the OPT record is cut out (it is per hop) and
-the offsets of every TTL field are remembered, so a hit only writes the remaining TTL into a copy (`render`).
+An upstream answer is walked and checked once, when it is stored (`parse_answer`): the OPT record is cut out (it is
+per hop), and what every later hit needs is remembered beside the records: the offsets of the TTL fields, so a hit
+only writes the remaining TTL into a copy (`render`), and, for an answer that may not fit a client's size, the
+places where it may be cut (RFC 2181 section 9), so a truncated reply still carries the records that fit.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 from dataclasses import dataclass
 
+from .records import MAX_NAME as MAX_NAME  # (querylog reads it here)
+from .records import RR_FIXED, check_rdata, read_name, records
+
 HEADER = struct.Struct("!HHHHHH")
-RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 
 QR, OPCODE_MASK, AA, TC, RD, RA, AD, CD = 0x8000, 0x7800, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 RCODE_MASK = 0x000F
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16  # extended rcode, carried partly in the OPT record
-TYPE_SOA, TYPE_OPT = 6, 41
+TYPE_NS, TYPE_SOA, TYPE_OPT, TYPE_RRSIG, TYPE_IXFR, TYPE_AXFR, TYPE_ANY = 2, 6, 41, 46, 251, 252, 255
 
-MAX_NAME = 255
-MAX_POINTER_JUMPS = 64  # a name has at most 127 labels; 64 jumps is generous and stops every pointer loop
 PLAIN_UDP_SIZE = 512  # RFC 1035 limit without EDNS
 OUR_UDP_SIZE = 1232  # what we advertise (DNS flag day 2020)
 DO_BIT = 0x8000  # in the OPT record's TTL field
@@ -61,7 +64,16 @@ class Query:
         return self.key[:-5]
 
 
-ANSWER_HEAD = struct.Struct("!HHHHH")  # flags, ancount, nscount, arcount (OPT removed), number of TTL fields
+# What the cache keeps of an answer, in one bytes object (`Answer.packed`):
+#   ANSWER_HEAD                       flags, ancount, nscount, arcount (OPT removed), TTL fields, where the body starts
+#   one H per TTL field               its offset in the body
+#   cut table (answers over 512 B)    NEEDED: the body length below which a cut drops a record the client needs;
+#                                     then per place the body may be cut, CUT: the body length there, records kept
+#   body                              the records after the question, as the upstream sent them
+ANSWER_HEAD = struct.Struct("!HHHHHH")
+NEEDED = struct.Struct("!H")
+RRsetKey = tuple[bytes, int, int, int, int]  # owner (lowercase), type, class, type an RRSIG covers, section
+CUT = struct.Struct("!HH")
 _TTL_OFFSETS = [struct.Struct(f"!{count}H") for count in range(33)]  # compiled once for the usual record counts
 
 
@@ -69,9 +81,9 @@ _TTL_OFFSETS = [struct.Struct(f"!{count}H") for count in range(33)]  # compiled 
 class Answer:
     """An upstream answer without its header's ID, question and OPT: what the cache keeps.
 
-    A full cache holds some 20,000 of these, so the records live in one bytes object, `packed`: the flags and
-    counts, the offsets of the TTL fields, then the records after the question (see `pack_answer`). One object and
-    one bytes per answer, instead of a bytes, a tuple and an int each besides, is most of what a cache entry costs.
+    A full cache holds some 20,000 of these, so the records live in one bytes object, `packed` (see `pack_answer`).
+    One object and one bytes per answer, instead of a bytes, a tuple and an int each besides, is most of what a
+    cache entry costs.
     """
 
     packed: bytes
@@ -81,11 +93,13 @@ class Answer:
     has_soa: bool
 
 
-def pack_answer(flags: int, counts: tuple[int, int, int], ttl_offsets: list[int], body: bytes) -> bytes:
-    """`Answer.packed`: flags, counts and the number of TTL fields, their offsets in body (each 16 bits: a DNS
-    message is at most 65535 bytes), then body."""
-    return b"".join((ANSWER_HEAD.pack(flags, *counts, len(ttl_offsets)),
-                     _offsets_layout(len(ttl_offsets)).pack(*ttl_offsets), body))
+def pack_answer(flags: int, counts: tuple[int, int, int], ttl_offsets: list[int], body: bytes,
+                cut_table: bytes = b"") -> bytes:
+    """`Answer.packed`: the head, the TTL fields' offsets in body (each 16 bits: a DNS message is at most 65535
+    bytes), the cut table, then body."""
+    start = ANSWER_HEAD.size + 2 * len(ttl_offsets) + len(cut_table)
+    return b"".join((ANSWER_HEAD.pack(flags, *counts, len(ttl_offsets), start),
+                     _offsets_layout(len(ttl_offsets)).pack(*ttl_offsets), cut_table, body))
 
 
 def _offsets_layout(count: int) -> struct.Struct:
@@ -110,35 +124,13 @@ def opt_record(extended_rcode: int = 0, do: bool = False) -> bytes:
     return b"\x00" + RR_FIXED.pack(TYPE_OPT, OUR_UDP_SIZE, (extended_rcode << 24) | (DO_BIT if do else 0), 0)
 
 
-def skip_name(data: bytes, offset: int) -> int:
-    """Offset just after the (possibly compressed) name at `offset`; pointer loops and overruns raise ValueError."""
-    end = len(data)
-    jumps = 0
-    after = -1
-    total = 0
-    while True:
-        if offset >= end:
-            raise ValueError("name runs past the end of the message")
-        length = data[offset]
-        if length == 0:
-            return offset + 1 if after < 0 else after
-        if length & 0xC0 == 0xC0:
-            if offset + 1 >= end:
-                raise ValueError("truncated compression pointer")
-            target = ((length & 0x3F) << 8) | data[offset + 1]
-            if after < 0:
-                after = offset + 2
-            jumps += 1
-            if jumps > MAX_POINTER_JUMPS or target >= offset:
-                raise ValueError("compression pointer loop")  # pointers must point backwards
-            offset = target
-            continue
-        if length & 0xC0:
-            raise ValueError("unknown label type")
-        total += length + 1
-        if total > MAX_NAME:
-            raise ValueError("name longer than 255 bytes")
-        offset += length + 1
+def _meta_query_error(data: bytes, qtype: int, question: bytes, edns: bool) -> BadQuery:
+    """Queries no cache can answer, as unbound refuses them: zone transfers REFUSED (a transfer is a stream of
+    messages from the zone's own servers), the other meta types FORMERR (they name no data: OPT, TSIG and TKEY
+    exist per message, MAILA/MAILB are obsolete, 128-248 unassigned)."""
+    if qtype in (TYPE_IXFR, TYPE_AXFR):
+        return _error(data, REFUSED, "zone transfer", question, edns)
+    return _error(data, FORMERR, f"query for meta type {qtype}", question, edns)
 
 
 def parse_query(data: bytes) -> Query:
@@ -163,7 +155,7 @@ def parse_query(data: bytes) -> Query:
         if length & 0xC0:
             raise _error(data, FORMERR, "compressed or unknown label in the question")
         offset += length + 1
-        if offset - 12 > MAX_NAME:
+        if offset - 11 > MAX_NAME:  # the labels so far and the root label
             raise _error(data, FORMERR, "name longer than 255 bytes")
     name_end = offset + 1
     question_end = name_end + 4
@@ -172,74 +164,137 @@ def parse_query(data: bytes) -> Query:
     question = data[12:question_end]
     qtype = (data[name_end] << 8) | data[name_end + 1]
     edns, udp_size, do = False, PLAIN_UDP_SIZE, False
-    offset = question_end
-    try:
-        for index in range(ancount + nscount + arcount):
-            owner = offset
-            offset = skip_name(data, offset)
-            rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, offset)
-            offset += 10 + rdlength
-            if offset > end:
-                raise ValueError("record runs past the end")
-            if rtype == TYPE_OPT:
-                if index < ancount + nscount or edns or data[owner] != 0:
-                    raise ValueError("misplaced, repeated or named OPT record")
-                edns, udp_size, do = True, max(rclass, PLAIN_UDP_SIZE), bool(ttl & DO_BIT)
-                if (ttl >> 16) & 0xFF:
-                    raise _error(data, BADVERS, "EDNS version other than 0", question, edns=True)
-    except (ValueError, struct.error) as error:
-        raise _error(data, FORMERR, str(error) or "truncated record", question) from None
+    if ancount or nscount or arcount:
+        try:
+            opt = _query_opt(data, question_end, ancount, nscount, arcount)
+        except ValueError as error:
+            raise _error(data, FORMERR, str(error), question) from None
+        if opt is not None:
+            rclass, ttl = opt
+            if (ttl >> 16) & 0xFF:
+                raise _error(data, BADVERS, "EDNS version other than 0", question, edns=True)
+            edns, udp_size, do = True, max(rclass, PLAIN_UDP_SIZE), bool(ttl & DO_BIT)
+    if qtype == TYPE_OPT or 128 <= qtype < TYPE_ANY:
+        raise _meta_query_error(data, qtype, question, edns)
     cd = bool(flags & CD)
     key = question.lower() + bytes((do << 1 | cd,))
     return Query(qid, flags, question, key, qtype, edns, udp_size, do, cd)
 
 
+def _query_opt(data: bytes, offset: int, ancount: int, nscount: int, arcount: int) -> tuple[int, int] | None:
+    """The class (UDP size) and TTL (extended rcode, version, DO) of the OPT record among a query's records from
+    `offset`, or None; ValueError when a record is malformed or an OPT record is out of place (RFC 6891 6.1.1)."""
+    size = len(data)
+    if arcount == 1 and not ancount and not nscount and data[offset:offset + 3] == b"\x00\x00\x29" \
+            and offset + 11 <= size:  # the usual EDNS query: its one record is an OPT at the root
+        _, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, offset + 1)
+        if offset + 11 + rdlength <= size:
+            return rclass, ttl
+    found = None
+    for index, (owner, rtype, rclass, ttl, _, _) in enumerate(records(data, offset, ancount + nscount + arcount)):
+        if rtype == TYPE_OPT:
+            if index < ancount + nscount or found is not None or data[owner] != 0:
+                raise ValueError("misplaced, repeated or named OPT record")
+            found = rclass, ttl
+    return found
+
+
 def parse_answer(data: bytes, question: bytes) -> Answer:
-    """Walk an upstream answer to our (lowercased) question once, keeping what a later hit needs."""
+    """Check an upstream answer to our (lowercased) question and keep what a later hit needs; BadAnswer when the
+    answer must not be used: malformed, not ours, truncated, an OPT out of place or an extended error in it."""
     if len(data) < 12:
         raise BadAnswer("shorter than a DNS header")
     _, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     qend = 12 + len(question)
     if not flags & QR or qdcount != 1 or data[12:qend].lower() != question:
         raise BadAnswer("not an answer to our question")
+    if flags & OPCODE_MASK:
+        raise BadAnswer("opcode other than QUERY")
+    if flags & TC:  # over TCP (UDP answers with TC were asked again over TCP): a part we cannot complete
+        raise BadAnswer("truncated answer")
     rcode = flags & RCODE_MASK
-    offsets: list[int] = []
+    ttl_offsets: list[int] = []
     min_ttl = 0x7FFFFFFF
     soa_ttl = -1
-    cut = (0, 0)  # the OPT record's span, removed from the stored body
-    offset = qend
+    kept = 0  # records kept: everything before the OPT record (what follows it is dropped: see below)
+    body_end = qend
+    opt_seen = False
+    # Where the body may be cut (RFC 2181 section 9): after any answer record (the client is told TC), and in the
+    # authority and additional sections only between RRsets, so a reply without TC never holds part of an RRset.
+    cuts: list[int] = []  # pairs, flat: body length there, records kept
+    needed = 0  # body length up to the last record a client needs: the answers, and the authority's proofs
+    names: dict[bytes, bytes] = {}  # owner as written -> as compared (uncompressed, lowercase)
+    previous: RRsetKey | None = None
+    began: dict[RRsetKey, int] = {}  # RRset -> the number of cuts when it began
+    qclass = (data[qend - 2] << 8) | data[qend - 1]
+    targets: list[int] = []  # where the names' compression pointers lead
     try:
-        for index in range(ancount + nscount + arcount):
-            start = offset
-            offset = skip_name(data, offset)
-            rtype, _, ttl, rdlength = RR_FIXED.unpack_from(data, offset)
-            ttl_at = offset + 4
-            offset += 10 + rdlength
-            if offset > len(data):
-                raise BadAnswer("record runs past the end")
+        for index, (start, rtype, rclass, ttl, rdata, end) in enumerate(
+                records(data, qend, ancount + nscount + arcount, targets)):
+            section = 0 if index < ancount else 1 if index < ancount + nscount else 2
             if rtype == TYPE_OPT:
-                cut = (start, offset)
+                if section != 2 or opt_seen or data[start] != 0:
+                    raise ValueError("OPT record out of place")
+                if ttl >> 24:
+                    raise ValueError(f"extended rcode {(ttl >> 20) & 0xFF0 | rcode}")
+                opt_seen = True
                 continue
+            if 128 <= rtype <= TYPE_ANY:  # TKEY, TSIG, the query types: none is data (OPT is above)
+                raise ValueError(f"record of meta type {rtype}")
+            if rclass != qclass:
+                raise ValueError(f"record of class {rclass} in an answer to class {qclass}")
+            check_rdata(data, rtype, rclass, rdata, end, targets)
+            if opt_seen:
+                continue  # kept would be pointers into bytes that moved; additional records may be left out
+            kept += 1
+            body_end = end
+            ttl_offsets.append(rdata - 6 - qend)
             if ttl & 0x80000000:
                 ttl = 0  # RFC 2181 section 8: a TTL with the top bit set counts as zero
-            offsets.append(ttl_at)
-            min_ttl = min(min_ttl, ttl)
-            if rtype == TYPE_SOA and ancount <= index < ancount + nscount and rdlength >= 20:
-                (minimum,) = struct.unpack_from("!I", data, offset - 4)
+            if ttl < min_ttl:
+                min_ttl = ttl
+            if section == 0:
+                cuts += (end - qend, kept)
+                needed = end - qend
+                continue
+            if rtype == TYPE_SOA and section == 1:
+                (minimum,) = struct.unpack_from("!I", data, end - 4)
                 soa_ttl = min(ttl, minimum)
-    except (ValueError, struct.error) as error:
-        raise BadAnswer(str(error) or "truncated record") from None
+            raw = data[start:rdata - 10]
+            owner = names.get(raw)
+            if owner is None:
+                owner = names[raw] = read_name(data, start)
+            covered = (data[rdata] << 8) | data[rdata + 1] if rtype == TYPE_RRSIG else 0
+            rrset = (owner, rtype, rclass, covered, section)
+            if rrset != previous:
+                if not cuts or cuts[-2] != start - qend:
+                    cuts += (start - qend, kept - 1)
+                if rrset in began:  # the RRset again after another one: no cut may leave its first part alone
+                    del cuts[began[rrset]:]
+                else:
+                    began[rrset] = len(cuts)
+                previous = rrset
+            # NS in the authority section is optional (RFC 2181 9); denial and wildcard proofs are not (RFC 4035
+            # 3.1.3): a reply cut short of them tells the client TC, as one cut short of an answer does.
+            if section == 1 and rtype != TYPE_NS and covered != TYPE_NS:
+                needed = end - qend
+        # Every hit rewrites the TTL fields: a name made of their bytes would change under the client's eyes.
+        for target in targets:
+            if target >= qend:
+                field = bisect.bisect_right(ttl_offsets, target - qend) - 1
+                if field >= 0 and target - qend - ttl_offsets[field] < 4:
+                    raise ValueError("compression pointer into a TTL")
+    except ValueError as error:
+        raise BadAnswer(str(error)) from None
+    body = data[qend:body_end]
+    # An answer that fits 512 bytes with our OPT fits every client: no cut table needed.
+    cut_table = b""
+    if qend + len(body) + 11 > PLAIN_UDP_SIZE:
+        cut_table = struct.pack(f"!{1 + len(cuts)}H", needed, *cuts)  # NEEDED, then a CUT per pair
     negative = rcode == NXDOMAIN or (rcode == NOERROR and ancount == 0)
-    if cut != (0, 0):
-        arcount -= 1
-        cut_len = cut[1] - cut[0]
-        body = data[qend:cut[0]] + data[cut[1]:offset]
-        offsets = [o if o < cut[0] else o - cut_len for o in offsets]
-    else:
-        body = data[qend:offset]
-    ttl = soa_ttl if negative else (min_ttl if offsets else 0)
+    ttl = soa_ttl if negative else (min_ttl if ttl_offsets else 0)
     return Answer(
-        packed=pack_answer(flags, (ancount, nscount, arcount), [o - qend for o in offsets], body),
+        packed=pack_answer(flags, (ancount, nscount, kept - ancount - nscount), ttl_offsets, body, cut_table),
         ttl=max(ttl, 0),
         rcode=rcode,
         negative=negative,
@@ -248,10 +303,10 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
 
 
 def render(query: Query, answer: Answer, ttl: int, limit: int) -> bytes:
-    """The answer for this query: its ID and question as asked, TTLs set to `ttl`, OPT if asked, TC if too big."""
+    """The answer for this query: its ID and question as asked, TTLs set to `ttl`, OPT if asked, and no bigger
+    than `limit`: cut where the answer allows it, with TC when what the client needs did not fit."""
     packed = answer.packed
-    aflags, an, ns, ar, ttl_fields = ANSWER_HEAD.unpack_from(packed)
-    start = ANSWER_HEAD.size + 2 * ttl_fields
+    aflags, an, ns, ar, ttl_fields, start = ANSWER_HEAD.unpack_from(packed)
     body: bytes | bytearray = packed[start:]
     if ttl_fields:
         buffer = bytearray(body)
@@ -267,8 +322,25 @@ def render(query: Query, answer: Answer, ttl: int, limit: int) -> bytes:
     opt = opt_record(0, query.do) if query.edns else b""
     size = 12 + len(query.question) + len(body) + len(opt)
     if size > limit:
-        return HEADER.pack(query.id, flags | TC, 1, 0, 0, 1 if opt else 0) + query.question + opt
+        table = ANSWER_HEAD.size + 2 * ttl_fields
+        length, kept = _cut(packed, table, start, limit - size + len(body))
+        # (An answer without a cut table fits 512 bytes with our OPT: the first test is only a safeguard.)
+        if start == table or length < NEEDED.unpack_from(packed, table)[0]:
+            flags |= TC
+        body = body[:length]
+        an = min(an, kept)
+        ns = min(ns, kept - an)
+        ar = kept - an - ns
     return b"".join((HEADER.pack(query.id, flags, 1, an, ns, ar + 1 if opt else ar), query.question, body, opt))
+
+
+def _cut(packed: bytes, table: int, end: int, room: int) -> tuple[int, int]:
+    """The longest cut of the body that fits `room` bytes: (body length, records kept)."""
+    for at in range(end - CUT.size, table, -CUT.size):
+        length, kept = CUT.unpack_from(packed, at)
+        if length <= room:
+            return length, kept
+    return 0, 0
 
 
 def error_response(query: Query, rcode: int) -> bytes:

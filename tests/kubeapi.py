@@ -20,15 +20,19 @@ stops:
   main resource ignores status changes of resources with a /status subresource; a Secret's type is immutable
   (422). Lists are `kind: <Kind>List` with
   metadata.resourceVersion, items without kind/apiVersion, ordered by namespace and name as etcd returns them.
+- validating admission: `admit(validator)` runs a validator on every create and update (a patch is an update, with
+  the whole old and new object, as admission sees it) before the object is stored; it refuses by raising ApiError
+  (tests/deploy/admission.py evaluates a ValidatingAdmissionPolicy's CEL this way). The requester is `user`, with
+  `user_extra` (e.g. the node-name claim of a pod's service account token).
 - watch (`?watch=1`): chunked JSON events from a resourceVersion, 410 Expired for a compacted one, bookmarks,
   timeoutSeconds; see tests/kubeapi_watch.py.
 Not implemented (answers 400/405 rather than pretending): server-side apply, deletecollection,
-admission/validation of object schemas, finalizers and graceful deletion, namespace termination.
+validation of object schemas, finalizers and graceful deletion, namespace termination.
 
 The resource table, selectors and merge rules are in tests/kubeapi_rules.py, the watch in tests/kubeapi_watch.py.
 Test hooks: `forbid(...)`, `conflict_next(...)`, `before_next(...)` (also for verb "watch"), `delay(...)`,
-`seed(...)`, `get_object(...)`, `requests` (every request, in order), `watches` (end, drop, compact, bookmark).
-Use as a context manager; `client()` and `kubeconfig_path` point at it.
+`admit(...)`, `seed(...)`, `get_object(...)`, `requests` (every request, in order), `watches` (end, drop, compact,
+bookmark). Use as a context manager; `client()` and `kubeconfig_path` point at it.
 """
 from __future__ import annotations
 
@@ -121,8 +125,11 @@ def _now() -> str:
 class FakeKubeAPI:
     """A threading HTTP server on 127.0.0.1:<random port> holding Kubernetes objects in memory."""
 
-    def __init__(self, token: str = "fake-token", user: str = "system:serviceaccount:test:tester") -> None:
+    def __init__(self, token: str = "fake-token", user: str = "system:serviceaccount:test:tester",
+                 user_extra: dict[str, list[str]] | None = None) -> None:
         self.token, self.user = token, user
+        self.user_extra = user_extra or {}
+        self._validators: list[Callable[[dict], None]] = []
         self.requests: list[RecordedRequest] = []
         self._lock = threading.RLock()
         self._store: dict[tuple[str, str, str, str], dict] = {}  # (group, plural, namespace or "", name)
@@ -188,6 +195,23 @@ class FakeKubeAPI:
         """Run `action(api)` just before the next matching request is served: a racing writer, for real."""
         with self._lock:
             self._faults.before.append(_Fault(verb, resource, None, name, remaining=1, action=action))
+
+    def admit(self, validator: Callable[[dict], None]) -> None:
+        """Validating admission from now on: `validator(request)` sees an admission.k8s.io/v1 AdmissionRequest's
+        fields (operation, resource, name, namespace, userInfo, object, oldObject) and raises ApiError to refuse."""
+        with self._lock:
+            self._validators.append(validator)
+
+    def _admit(self, operation: str, target: _Target, old: dict | None, new: dict) -> None:
+        request = {
+            "operation": operation, "name": new.get("metadata", {}).get("name"), "namespace": target.namespace,
+            "resource": {"group": target.type.group, "version": target.type.version, "resource": target.type.plural},
+            "subResource": target.subresource or "",
+            "userInfo": {"username": self.user, "extra": copy.deepcopy(self.user_extra)},
+            "object": copy.deepcopy(new), "oldObject": copy.deepcopy(old),
+        }
+        for validator in self._validators:
+            validator(request)
 
     def delay(self, seconds: float) -> None:
         """Hold every response this long (0 to stop), to make clients time out."""
@@ -320,6 +344,8 @@ class FakeKubeAPI:
             body.setdefault("status", {}).setdefault("phase", "Active")
         if target.type.kind == "Pod":
             body.setdefault("status", {}).setdefault("phase", "Pending")
+        if not seeding:
+            self._admit("CREATE", target, None, body)
         if dry_run:
             return body
         self._bump(body)
@@ -354,6 +380,7 @@ class FakeKubeAPI:
                 new.pop("status")
         if target.type.has_generation and without(new, "metadata", "status") != without(old, "metadata", "status"):
             new["metadata"]["generation"] = old["metadata"].get("generation", 0) + 1
+        self._admit("UPDATE", target, old, new)
         if dry_run:
             return new
         self._bump(new)

@@ -7,6 +7,7 @@ function each is handed to, imported only when its subcommand is chosen, so `ser
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from webhook import logs
-from webhook.config import DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_BODY_BYTES, ConfigError, Settings
+from webhook.config import DEFAULT_DRAIN_SECONDS, DEFAULT_LIMITS, DEFAULT_MAX_BODY_BYTES, ConfigError, Settings
 from webhook.preview import DEFAULT_CLUSTER_DNS
 
 # Subcommand -> ("module:function", help). The function gets the command line from the subcommand on and the
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     logging.getLogger("localdns.webhook").info("settings: %s", settings.describe())
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_connections=args.max_connections)
     metrics = Metrics()
     view = None
     if args.networkpolicies == "watch":
@@ -50,8 +52,8 @@ def _serve(args: argparse.Namespace) -> int:
         view = PolicyView.from_credentials(args.kubeconfig, args.api_timeout, settings.local_ip, metrics)
         view.start()
     try:
-        serve(create_app(settings, metrics, args.max_body_bytes, view), args.tls_cert, args.tls_key, args.host,
-              args.port, drain_seconds=args.drain_seconds)
+        serve(create_app(settings, metrics, max_body_bytes=args.max_body_bytes, networkpolicies=view), args.tls_cert,
+              args.tls_key, args.host, args.port, drain_seconds=args.drain_seconds, limits=limits)
     finally:
         if view is not None:
             view.stop()
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"on SIGTERM, wait this long for in-flight requests (default {DEFAULT_DRAIN_SECONDS})")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                        help=f"refuse larger request bodies with 413 (default {DEFAULT_MAX_BODY_BYTES})")
+    serve.add_argument("--max-connections", type=int, default=DEFAULT_LIMITS.max_connections,
+                       help=f"connections open at once; at the limit the one that waited longest for its client is "
+                            f"closed (default {DEFAULT_LIMITS.max_connections})")
     serve.add_argument("--networkpolicies", choices=("watch", "off"), default="watch",
                        help="watch: keep a view of every NetworkPolicy and leave pods whose policies block DNS to the "
                             "local IP on kube-dns (needs list and watch on networkpolicies); off: no check "

@@ -9,10 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 
 from webhook import logs, review
 from webhook.admit import admit
-from webhook.config import DEFAULT_MAX_BODY_BYTES, Settings
+from webhook.config import BODY_ALLOWANCE_BYTES, DEFAULT_LIMITS, DEFAULT_MAX_BODY_BYTES, Settings
 from webhook.metrics import OUTCOMES, Metrics
 from webhook.netpol import NetworkPolicies
 
@@ -23,28 +24,55 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (before reading it all) anything over `limit` bytes."""
+class Busy(Exception):
+    """The bodies already held in memory use up the budget: this one is refused (503) rather than buffered."""
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once, beyond each request's allowance (config.ServerLimits)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise Busy(f"request bodies in memory would exceed {self.limit} bytes; retry later")
+        self.held += size
+
+
+async def read_body(request: Request, limit: int, budget: BodyBudget | None = None) -> bytes:
+    """The request body, refusing (before reading it all) anything over `limit` bytes, or anything beyond the
+    allowance that the budget cannot hold."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise review.BadReview(f"invalid Content-Length {declared!r}")
+            raise review.BadReview(f"invalid Content-Length {declared[:32]!r}")
         if int(declared) > limit:
             raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    chunks, size, taken = [], 0, 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+            if budget is not None and size - taken > BODY_ALLOWANCE_BYTES:
+                budget.take(size - BODY_ALLOWANCE_BYTES - taken)
+                taken = size - BODY_ALLOWANCE_BYTES
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.held -= taken
 
 
 def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, networkpolicies: NetworkPolicies | None = None) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               body_budget_bytes: int = DEFAULT_LIMITS.body_budget_bytes,
+               networkpolicies: NetworkPolicies | None = None) -> FastAPI:
     """The app; `networkpolicies` is the view pods are checked against (none: no check, as when unsynced)."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
+    budget = BodyBudget(body_budget_bytes)
     app = FastAPI(title="localdns webhook", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
@@ -60,13 +88,19 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
         outcome = "error"
         try:
             try:
-                admission = review.parse(await read_body(request, max_body_bytes))
+                admission = review.parse(await read_body(request, max_body_bytes, budget))
             except BodyTooLarge as error:
                 outcome = "bad-request"
                 return JSONResponse({"error": str(error)}, status_code=413)
+            except Busy as error:
+                outcome = "bad-request"
+                return JSONResponse({"error": str(error)}, status_code=503)
+            except ClientDisconnect:  # the client left (or was closed for being slow): nobody to answer
+                outcome = "bad-request"
+                return Response(status_code=400)
             except review.BadReview as error:
                 outcome = "bad-request"
-                log.warning("rejected admission request: %s", error)
+                log.warning("rejected admission request: %s", logs.text(str(error)))
                 return JSONResponse({"error": str(error)}, status_code=400)
             answer, outcome = answer_review(admission, settings, networkpolicies, dry_run)
             if "warnings" in answer["response"]:
@@ -114,19 +148,21 @@ def answer_review(admission: review.AdmissionRequest, settings: Settings,
             if networkpolicies is not None and networkpolicies.synced else None
         admitted = admit(pod, admission.namespace, settings, policies, dry_run)
     except Exception:  # a bug must not cost the pod its creation: answer allowed, unchanged, and say so
-        log.exception("uid=%s pod=%s/%s: internal error, pod left unchanged", admission.uid, admission.namespace,
-                      _pod_name(pod))
+        log.exception("uid=%s pod=%s/%s: internal error, pod left unchanged", logs.field(admission.uid),
+                      logs.field(admission.namespace), _pod_name(pod))
         return review.response(admission, warnings=["localdns: internal error, DNS settings left unchanged"]), "error"
     decision = admitted.decision
     if log.isEnabledFor(logging.INFO):  # the line is built only when someone reads it
         rollout = f"dry-run (would {decision.outcome.value})" if dry_run else decision.outcome.value
-        logs.info_line(log, f"uid={admission.uid} pod={admission.namespace}/{_pod_name(pod)} "
+        logs.info_line(log, f"uid={logs.field(admission.uid)} pod={logs.field(admission.namespace)}/{_pod_name(pod)} "
                             f"outcome={rollout}{' (dry run)' if admission.dry_run else ''}: "
-                            f"{decision.reason}")
+                            f"{logs.text(decision.reason)}")
     return review.response(admission, admitted.patch, list(admitted.warnings)), admitted.outcome
 
 
 def _pod_name(pod: dict[str, Any]) -> str:
-    """The pod's name, or `generateName*` for controller-made pods, which have none yet at admission."""
+    """The pod's name, or `generateName*` for controller-made pods, which have none yet at admission; escaped for a
+    log line (both are strings: review.check_pod saw to it)."""
     metadata = pod.get("metadata") or {}
-    return metadata.get("name") or f"{metadata.get('generateName', '')}*"
+    name = metadata.get("name")
+    return logs.field(name) if name else f"{logs.field(metadata.get('generateName') or '')}*"

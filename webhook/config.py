@@ -26,6 +26,41 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_DRAIN_SECONDS = 25
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client may hold of the server, so that slow or hostile clients cannot exhaust its memory (the
+    Deployment's limit is 256Mi; docs/webhook.md, "Limits", gives the measurements behind each figure).
+
+    kube-apiserver keeps up to 25 idle keep-alive connections per webhook host and opens more in bursts; each of its
+    requests arrives within milliseconds. A connection costs about 50 KiB idle or mid-head, up to about 0.5 MiB when
+    a client sends a large burst of body."""
+
+    # Connections open at once, counted from accept (before TLS) to close. When all are taken, the one that has
+    # waited longest for its client (handshake, request head or body, or idle) is closed to make room.
+    max_connections: int = 128
+    handshake_seconds: float = 10.0  # accept to the end of the TLS handshake
+    header_seconds: float = 10.0  # a request's first byte to the end of its head
+    body_seconds: float = 10.0  # the end of the head to the end of the body
+    idle_seconds: float = 5.0  # before a connection's first request and between requests (uvicorn's keep-alive)
+    max_head_bytes: int = 16 * 1024  # request line and headers (431 beyond)
+    # Request bodies held in memory at once, across requests: each request may hold BODY_ALLOWANCE_BYTES, what it
+    # holds beyond that is taken from this budget; a body that finds it spent gets 503.
+    body_budget_bytes: int = 32 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_head_bytes", "body_budget_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("handshake_seconds", "header_seconds", "body_seconds", "idle_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be above 0, got {getattr(self, name)}")
+
+
+DEFAULT_LIMITS = ServerLimits()
+# The body every request may hold without drawing on the shared budget: kube-apiserver's pods are a few KiB.
+BODY_ALLOWANCE_BYTES = 64 * 1024
+
+
 class ConfigError(ValueError):
     """A setting is missing, malformed or out of range; the message names it and what is accepted."""
 

@@ -9,15 +9,38 @@ output, and without touching the logging module's process-wide switches (an embe
   none of the record's caller, thread and process lookups happen. Under any other logging set-up (tests' caplog,
   an embedding program's handlers) it is plain `logger.info`. The webhook's other lines (start, stop, certificate
   reloads, rejected requests) are rare and take the standard path.
+
+Every value a client controls (uid, namespace, pod name, generateName, a reason quoting an annotation, an error
+message) goes through `field` or `text` before it is written: a record stays one line, and a value cannot pose as
+another field or as a line of its own (a newline in `generateName` reaches admission: validation comes after it).
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 import time
 from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# What a value may hold to be written bare in `key=value`: what uids, namespaces and pod names are made of.
+_BARE = re.compile(r"[A-Za-z0-9._:@+-]+").fullmatch
+
+
+def field(value: str) -> str:
+    """A client's value as one token of a line: as it is when plain, else in double quotes with JSON's escapes
+    (so spaces, quotes, '=' and '/' stay inside the token, and control characters and non-ASCII are escaped)."""
+    return value if _BARE(value) else json.dumps(value)
+
+
+def text(value: str) -> str:
+    """Free text (a reason, a message) kept on one line: each non-printable character (newlines, escape
+    sequences, Unicode line separators, lone surrogates) written as its JSON escape."""
+    if value.isprintable():
+        return value
+    return "".join(char if char.isprintable() else json.dumps(char)[1:-1] for char in value)
 
 
 class LineFormatter(logging.Formatter):

@@ -119,7 +119,7 @@ def runs_on_windows(spec: Mapping[str, Any]) -> bool:
         expressions = term.get("matchExpressions") if isinstance(term, dict) else None
         return isinstance(expressions, list) and any(
             isinstance(e, dict) and e.get("key") == "kubernetes.io/os" and e.get("operator") == "In"
-            and isinstance(e.get("values"), list) and e["values"] and set(e["values"]) <= {"windows"}
+            and isinstance(e.get("values"), list) and e["values"] and all(value == "windows" for value in e["values"])
             for e in expressions)
 
     return all(windows_only(term) for term in terms)

@@ -32,6 +32,12 @@ class PreviewError(ValueError):
     pass
 
 
+# Objects looked at in one file, Lists' items included: far above any manifest. With the check that no List is
+# walked twice, this bounds a YAML alias bomb (Lists whose items are aliases of Lists: linear in memory, but their
+# items multiply when walked).
+MAX_OBJECTS = 10_000
+
+
 @dataclass(frozen=True)
 class Preview:
     kind: str
@@ -54,8 +60,10 @@ class Preview:
 def pod_templates(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(kind, name, pod) for the pod or pod template of one Kubernetes object (a List's: `objects_in`)."""
     kind = document.get("kind")
-    name = (document.get("metadata") or {}).get("name") or (document.get("metadata") or {}).get("generateName", "")
-    spec = document.get("spec") or {}
+    metadata: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
+    name = metadata.get("name") or metadata.get("generateName") or ""
+    name = name if isinstance(name, str) else ""
+    spec: dict[str, Any] = document["spec"] if isinstance(document.get("spec"), dict) else {}
     if kind == "Pod":
         yield kind, name, dict(document)
     elif kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController"):
@@ -67,50 +75,62 @@ def pod_templates(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[
     # Anything else (a Service, a ConfigMap in the same manifest) has no pod to preview.
 
 
-def objects_in(document: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    """The objects of one document: a List's items (Lists in Lists too), or the document itself."""
-    if document.get("kind") == "List":
-        for item in document.get("items") or []:
-            if isinstance(item, dict):
-                yield from objects_in(item)
-    else:
-        yield document
+def objects_in(documents: Sequence[Any]) -> list[Mapping[str, Any]]:
+    """The input's objects, each List's items in its place (Lists in Lists too). At most MAX_OBJECTS looked at, and
+    no List walked twice, so that a YAML alias bomb is an error, not a hang (deep Lists: RecursionError)."""
+    found: list[Mapping[str, Any]] = []
+    walked: set[int] = set()
+    looked = 0
+
+    def walk(document: Any) -> None:
+        nonlocal looked
+        looked += 1
+        if looked > MAX_OBJECTS:
+            raise PreviewError(f"more than {MAX_OBJECTS} objects (Lists' items included); split the file")
+        if not isinstance(document, dict):
+            raise PreviewError(f"expected Kubernetes objects, found {type(document).__name__}")
+        if document.get("kind") != "List":
+            found.append(document)
+            return
+        if id(document) in walked:  # the same List again, through a YAML alias: its items would multiply
+            raise PreviewError("a List appears more than once (YAML aliases); write its items out")
+        walked.add(id(document))
+        items = document.get("items") or []
+        for item in items if isinstance(items, list) else []:
+            walk(item)
+
+    for document in documents:
+        walk(document)
+    return found
 
 
 def _namespace_of(document: Mapping[str, Any], namespace: str | None) -> str:
     """Where an object of the input is created: --namespace, else its own, else `default`."""
-    return namespace or (document.get("metadata") or {}).get("namespace") or "default"
+    own: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
+    return namespace or (own.get("namespace") if isinstance(own.get("namespace"), str) else "") or "default"
 
 
-def network_policies(documents: Sequence[Mapping[str, Any]], namespace: str | None,
+def network_policies(objects: Sequence[Mapping[str, Any]], namespace: str | None,
                      local_ip: str) -> dict[str, tuple[netpol.Policy, ...]]:
-    """The NetworkPolicies of the input (Lists too), by the namespace they would be created in, sorted by name."""
+    """The NetworkPolicies among the objects, by the namespace they would be created in, sorted by name."""
     found: dict[str, dict[str, netpol.Policy]] = {}
-    for obj in (obj for document in documents for obj in objects_in(document)):
+    for obj in objects:
         if obj.get("kind") != "NetworkPolicy":
             continue
         where = _namespace_of(obj, namespace)
+        metadata = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
         try:
-            policy = netpol.compile_policy({**obj, "metadata": {**(obj.get("metadata") or {}), "namespace": where}},
-                                           local_ip)
+            policy = netpol.compile_policy({**obj, "metadata": {**metadata, "namespace": where}}, local_ip)
         except netpol.PolicyError as error:
             raise PreviewError(str(error)) from None
         found.setdefault(where, {})[policy.name] = policy
     return {ns: tuple(policies[name] for name in sorted(policies)) for ns, policies in found.items()}
 
 
-def preview(document: Mapping[str, Any], namespace: str | None, settings: Settings,
+def preview(obj: Mapping[str, Any], namespace: str | None, settings: Settings,
             cluster_dns: str = DEFAULT_CLUSTER_DNS, node: resolvconf.ResolverConfig | None = None,
             policies: Mapping[str, Sequence[netpol.Policy]] | None = None, dry_run: bool = False) -> list[Preview]:
-    results = []
-    for obj in objects_in(document):
-        results += _preview_object(obj, namespace, settings, cluster_dns, node, policies, dry_run)
-    return results
-
-
-def _preview_object(obj: Mapping[str, Any], namespace: str | None, settings: Settings, cluster_dns: str,
-                    node: resolvconf.ResolverConfig | None, policies: Mapping[str, Sequence[netpol.Policy]] | None,
-                    dry_run: bool) -> list[Preview]:
+    """What the webhook does to the pod (template) of one object (not a List: `objects_in` walks those)."""
     results = []
     for kind, name, pod in pod_templates(obj):
         try:
@@ -135,6 +155,8 @@ def load_documents(stream: TextIO) -> list[dict[str, Any]]:
         documents = [doc for doc in yaml.safe_load_all(stream) if doc is not None]
     except yaml.YAMLError as error:
         raise PreviewError(f"not valid YAML or JSON: {error}") from None
+    except RecursionError:  # PyYAML builds nested collections recursively
+        raise PreviewError("the file nests too deep for a Kubernetes object") from None
     for doc in documents:
         if not isinstance(doc, dict):
             raise PreviewError(f"expected Kubernetes objects, found {type(doc).__name__}")
@@ -189,11 +211,16 @@ def run(path: str, namespace: str | None, settings: Settings, cluster_dns: str =
     else:
         with open(path, encoding="utf-8") as handle:
             documents = load_documents(handle)
-    policies = network_policies(documents, namespace, settings.local_ip)
-    previews = [item for document in documents
-                for item in preview(document, namespace, settings, cluster_dns, node, policies, dry_run)]
+    try:
+        objects = objects_in(documents)
+    except RecursionError:  # Lists nested in Lists
+        raise PreviewError(f"{path} nests Lists too deep") from None
+    policies = network_policies(objects, namespace, settings.local_ip)
+    previews = [item for obj in objects
+                for item in preview(obj, namespace, settings, cluster_dns, node, policies, dry_run)]
     if not previews:
-        kinds = ", ".join(sorted({str(document.get("kind")) for document in documents})) or "nothing"
+        kinds = ", ".join(sorted({document["kind"] if isinstance(document.get("kind"), str) else "(no kind)"
+                                  for document in documents})) or "nothing"
         raise PreviewError(f"{path} holds no Pod or workload with a pod template (found: {kinds})")
     for item in previews:
         out.write(format_preview(item, settings.local_ip) + "\n")

@@ -87,7 +87,8 @@ def omit_duplicates(items: Iterable[str]) -> list[str]:
 def option_text(option: Mapping[str, Any]) -> str:
     """A pod dnsConfig option as the runtime writes it; an empty value means no value, as in kubelet."""
     value = option.get("value")
-    return f"{option['name']}:{value}" if value else str(option["name"])
+    name = option.get("name") or ""
+    return f"{name}:{value}" if value else name
 
 
 def parse_option(text: str) -> dict[str, str]:
@@ -101,10 +102,13 @@ def merge_options(options: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     place (kubelet's merge, in a stable order). An option without a value has no `value` key."""
     merged: dict[str, dict[str, Any]] = {}
     for option in options:
-        item = {"name": option["name"]}
+        # A pod's option may lack its name: kube-apiserver decodes it (and rejects it only at validation, after
+        # admission), so it is merged under "" and reported by validation_errors instead of raising here.
+        name = option.get("name") or ""
+        item = {"name": name}
         if option.get("value") is not None:
             item["value"] = option["value"]
-        merged[option["name"]] = item
+        merged[name] = item
     return list(merged.values())
 
 

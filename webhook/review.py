@@ -1,8 +1,15 @@
 """AdmissionReview (admission.k8s.io/v1 and v1beta1) in and out, following the published API exactly.
 
-A review that is not one (not JSON, no `request`, wrong kind, fields of the wrong type) raises `BadReview`, which
-the HTTP layer answers with a 4xx and the message. kube-apiserver never sends such a body: only a misconfigured
-client does, and with failurePolicy Ignore even that cannot block a pod.
+A review that is not one (not JSON, nested deeper than the parser allows, no `request`, wrong kind, fields of the
+wrong type) raises `BadReview`, which the HTTP layer answers with a 4xx and the message. kube-apiserver never sends
+such a body: only a misconfigured client does, and with failurePolicy Ignore even that cannot block a pod.
+
+`check_pod` is the one place where the pod's fields are type-checked: every field the policy, the patch and the log
+line read, down to node affinity's values. Each is checked against what kube-apiserver's decoder can produce for it
+(the typed Pod, re-encoded: a string, an object or a list of the declared type; absent or null where empty), so a
+body that passes reaches the policy with nothing it could trip on, and one that cannot come from the API server gets
+400. Nothing here or downstream recurses into parts of the object it does not read, so a deeply nested value there
+costs the parser alone.
 """
 from __future__ import annotations
 
@@ -40,6 +47,14 @@ class AdmissionRequest(NamedTuple):  # immutable like a frozen dataclass, built 
                 and not self.sub_resource)
 
 
+def _shown(value: Any) -> str:
+    """A client's value for a message: a short string's repr, else its type (a container's repr could be huge or
+    nested deeper than repr can go)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 64 else repr(value[:64]) + "..."
+    return "null" if value is None else type(value).__name__
+
+
 def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
     if not isinstance(value, kind):
         raise BadReview(f"{where} must be {what}, got {type(value).__name__}")
@@ -62,7 +77,28 @@ def _all_strings(items: Any, where: str) -> None:
     pairs = items.items() if isinstance(items, dict) else enumerate(items)
     for key, item in pairs:
         if not isinstance(item, str):
-            raise BadReview(f"{where}[{key!r}] must be a string, got {type(item).__name__}")
+            raise BadReview(f"{where}[{_shown(key) if isinstance(key, str) else key}] must be a string, "
+                            f"got {type(item).__name__}")
+
+
+# A Pod from kube-apiserver nests about 20 levels; the bound leaves room for any real object and stays far below
+# the depth at which the JSON parser or anything that walks the decoded value runs out of stack.
+MAX_DEPTH = 512
+TOO_DEEP = f"request body is JSON nested too deep (over {MAX_DEPTH} levels; a Pod from kube-apiserver nests about 20)"
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value has lists or objects nested more than `limit` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def parse(body: bytes) -> AdmissionRequest:
@@ -70,12 +106,18 @@ def parse(body: bytes) -> AdmissionRequest:
         review = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
         raise BadReview(f"request body is not JSON: {error}") from None
+    except RecursionError:  # the parser's own limit, which depends on the stack it runs on (about 900 levels)
+        raise BadReview(TOO_DEEP) from None
+    # The same answer for every body nested deeper than MAX_DEPTH, wherever the parser's own limit falls. A body with
+    # fewer brackets than that cannot nest deeper (counting them costs next to nothing); only others are walked.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and nesting_exceeds(review, MAX_DEPTH):
+        raise BadReview(TOO_DEEP)
     _expect(review, dict, "the request body", "a JSON object (an AdmissionReview)")
     api_version = review.get("apiVersion")
     if api_version not in API_VERSIONS:
-        raise BadReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {api_version!r}")
+        raise BadReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {_shown(api_version)}")
     if review.get("kind") != "AdmissionReview":
-        raise BadReview(f"kind must be AdmissionReview, got {review.get('kind')!r}")
+        raise BadReview(f"kind must be AdmissionReview, got {_shown(review.get('kind'))}")
     if review.get("request") is None:
         raise BadReview("the AdmissionReview has no request")
     request = _expect(review["request"], dict, "request", "an object")
@@ -102,6 +144,8 @@ def check_pod(pod: Any) -> None:
     """Raise BadReview if a field the webhook reads has the wrong type (the API server would not decode it)."""
     _expect(pod, dict, "request.object", "a Pod object")
     metadata = _field(pod, "metadata", dict, {}, "request.object.metadata", "an object")
+    _field(metadata, "name", str, "", "metadata.name", "a string")
+    _field(metadata, "generateName", str, "", "metadata.generateName", "a string")
     _all_strings(_field(metadata, "annotations", dict, {}, "metadata.annotations", "an object"),
                  "metadata.annotations")
     spec = _field(pod, "spec", dict, {}, "request.object.spec", "an object")
@@ -109,6 +153,7 @@ def check_pod(pod: Any) -> None:
     _field(spec, "hostNetwork", bool, False, "spec.hostNetwork", "a boolean")
     _all_strings(_field(spec, "nodeSelector", dict, {}, "spec.nodeSelector", "an object"), "spec.nodeSelector")
     _field(_field(spec, "os", dict, {}, "spec.os", "an object"), "name", str, "", "spec.os.name", "a string")
+    _check_node_affinity(spec)
     dns_config = _field(spec, "dnsConfig", dict, {}, "spec.dnsConfig", "an object")
     if not dns_config:
         return
@@ -121,6 +166,29 @@ def check_pod(pod: Any) -> None:
         _expect(option, dict, where, "an object {name, value}")
         _field(option, "name", str, "", where + ".name", "a string")
         _field(option, "value", str, None, where + ".value", "a string")
+
+
+def _check_node_affinity(spec: Mapping[str, Any]) -> None:
+    """The required node affinity's terms, which the policy reads to spot pods that only run on Windows."""
+    where = "spec.affinity"
+    affinity = _field(spec, "affinity", dict, {}, where, "an object")
+    if not affinity:  # most pods
+        return
+    node = _field(affinity, "nodeAffinity", dict, {}, where + ".nodeAffinity", "an object")
+    where += ".nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    required = _field(node, "requiredDuringSchedulingIgnoredDuringExecution", dict, {}, where, "an object")
+    terms = _field(required, "nodeSelectorTerms", list, [], where + ".nodeSelectorTerms", "a list")
+    for t, term in enumerate(terms):
+        at = f"{where}.nodeSelectorTerms[{t}]"
+        _expect(term, dict, at, "an object")
+        expressions = _field(term, "matchExpressions", list, [], at + ".matchExpressions", "a list")
+        for e, expression in enumerate(expressions):
+            item = f"{at}.matchExpressions[{e}]"
+            _expect(expression, dict, item, "an object {key, operator, values}")
+            _field(expression, "key", str, "", item + ".key", "a string")
+            _field(expression, "operator", str, "", item + ".operator", "a string")
+            _all_strings(_field(expression, "values", list, [], item + ".values", "a list of strings"),
+                         item + ".values")
 
 
 def response(request: AdmissionRequest, patch: list[dict[str, Any]] | None = None,
@@ -147,7 +215,7 @@ def review_for(pod: Mapping[str, Any], namespace: str, uid: str = "00000000-0000
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
             "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": (pod.get("metadata") or {}).get("name", ""),
+            "name": metadata.get("name") or "" if isinstance(metadata := pod.get("metadata"), dict) else "",
             "namespace": namespace,
             "operation": operation,
             "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",

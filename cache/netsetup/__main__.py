@@ -1,6 +1,8 @@
 """`python -m cache.netsetup setup|teardown|status --listen IP:PORT ...`: the node network by hand.
 
-`teardown` is the explicit uninstall that deploy/uninstall runs on every node (see docs/node.md).
+`teardown` is the explicit uninstall that deploy/uninstall runs on every node (see docs/node.md); it removes the
+rules of both variants (with and without the fail-open fallback) and the fallback chains, whatever the flags say.
+`setup --fallback-endpoints IP[,IP...]` arms the fallback without a cache (names are resolved by the cache only).
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import sys
 from ..addresses import parse_host_port
 from . import netif
 from .errors import SetupError
-from .iptables import IPAddress, Iptables, Rule
+from .fallback import FallbackSpec, endpoints_in, parse_fallback
+from .iptables import FALLBACK_CHAIN, IPAddress, Iptables, Rule
 from .network import NodeNetwork
 
 
@@ -24,6 +27,16 @@ def _listen(value: str) -> tuple[IPAddress, int]:
     return ipaddress.ip_address(host), port
 
 
+def _fallback(value: str) -> FallbackSpec:
+    try:
+        spec = parse_fallback(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if spec.name is not None:
+        raise argparse.ArgumentTypeError(f"{value}: only the cache resolves names; give IP[,IP...] or none here")
+    return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cache.netsetup",
                                      description="Set up or remove the cache's node network by hand.")
@@ -33,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interface-name", default="nodelocaldns")
     parser.add_argument("--interface-kind", default="dummy")
     parser.add_argument("--force", action="store_true", help="teardown even while another instance serves")
+    parser.add_argument("--fallback-endpoints", type=_fallback, default=FallbackSpec(), metavar="IP[,IP...]|none",
+                        help="setup: send queries to these kube-dns endpoints while no cache is bound")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -40,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(ports) != 1:
         parser.error("all --listen addresses must use the same port")
     errors: list[str] = []
+    fallback: FallbackSpec = args.fallback_endpoints
     network = NodeNetwork([address for address, _ in args.listen], ports.pop(), args.health_port,
-                          args.interface_name, args.interface_kind, errors.append)
+                          args.interface_name, args.interface_kind, errors.append, fallback=fallback.enabled)
+    if fallback.enabled:
+        network.fallback_endpoints = list(fallback.addresses)
     if args.action == "setup":
         try:
             network.ensure_interface()
@@ -56,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = " ".join(sorted(map(str, addresses))) if addresses is not None else "absent"
         print(f"interface {args.interface_name}: {shown}")
         print(f"rules: {len(present)} of {len(network.rules)} present ({network.iptables.backend})")
+        print(f"fallback endpoints: {', '.join(map(str, _fallback_quietly(network))) or 'none'}")
         print(f"serving sockets: {', '.join(sorted(serving)) or 'none'}")
         return 0
     if not args.force and (serving := network.other_listeners()):
@@ -64,6 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     network.remove()
     return 1 if errors else 0
+
+
+def _fallback_quietly(network: NodeNetwork) -> list[IPAddress]:
+    try:
+        return [endpoint for family in network.families
+                for endpoint in endpoints_in(network.iptables.chain_rules(family, "nat", FALLBACK_CHAIN) or [])]
+    except SetupError:
+        return []
 
 
 def _exists_quietly(iptables: Iptables, rule: Rule) -> bool:

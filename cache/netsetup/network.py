@@ -7,6 +7,11 @@
 Upgrades hand over with SO_REUSEPORT: the new instance binds the same addresses while the old one drains. So an
 instance that exits must not remove what the other still uses: `teardown()` leaves everything in place while a
 socket that is not this process's own is bound to a listen address and the DNS port (`sockets.other_listeners`).
+
+With the fail-open fallback (`fallback=True`) the rules differ (iptables.rules_for) and a nat chain per family holds
+the DNATs to kube-dns (fallback.py). `fallback_endpoints` is what the chains should hold: None leaves them as they
+are, so a restarted cache keeps the endpoints its predecessor programmed until it has resolved them itself.
+Each variant removes the other's rules, so switching the fallback on or off needs no manual step.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from collections.abc import Callable
 
 from . import netif
 from .errors import SetupError
-from .iptables import IPAddress, Iptables, Rule, rules_for, xtables_lock
+from .fallback import by_family, dnat_rules, endpoints_in
+from .iptables import FALLBACK_CHAIN, IPAddress, Iptables, Rule, rules_for, xtables_lock
 from .sockets import other_listeners
 
 log = logging.getLogger(__name__)
@@ -29,14 +35,21 @@ class NodeNetwork:
 
     def __init__(self, addresses: list[IPAddress], dns_port: int, health_port: int | None,
                  interface_name: str, interface_kind: str, on_error: Callable[[str], None],
-                 iptables: Iptables | None = None) -> None:
+                 iptables: Iptables | None = None, fallback: bool = False) -> None:
         self.addresses = list(addresses)
         self.dns_port = dns_port
         self.health_port = health_port
         self.interface_name = interface_name
         self.interface_kind = interface_kind
         self.on_error = on_error
-        self.rules: list[Rule] = rules_for(self.addresses, dns_port, health_port)
+        self.fallback = fallback
+        self.rules: list[Rule] = rules_for(self.addresses, dns_port, health_port, fallback)
+        # The other variant's rules: removed when found (the fallback switched on or off, or an older version).
+        self.stale: list[Rule] = [rule for rule in rules_for(self.addresses, dns_port, health_port, not fallback)
+                                  if rule not in self.rules]
+        self.families = sorted({address.version for address in self.addresses})
+        self.fallback_endpoints: list[IPAddress] | None = None  # what to program; None: keep what is there
+        self.programmed: list[IPAddress] = []  # what the fallback chains held after the last ensure_rules()
         self._iptables = iptables
 
     # --- setup ------------------------------------------------------------------------------------------------
@@ -53,13 +66,17 @@ class NodeNetwork:
             raise SetupError(str(exc), "interfaceadd") from exc
 
     def ensure_rules(self) -> bool:
-        """Insert each missing rule (prepended). Never raises; True when every rule is in place."""
+        """Insert each missing rule (prepended), remove the other variant's, program the fallback chains. Never
+        raises; True when everything is in place."""
         try:
             iptables = self.iptables
             with self._lock_for(iptables):
-                missing = 0
-                for family in sorted({rule.family for rule in self.rules}):
+                for family in self.families:
                     _require_binary(iptables, family)
+                if self.fallback:  # before the rules that jump to them
+                    for family in self.families:
+                        iptables.ensure_chain(family, "nat", FALLBACK_CHAIN)
+                missing = 0
                 # Reversed so that, on a fresh node, the prepended rules read in table order.
                 for rule in reversed(self.rules):
                     try:
@@ -74,10 +91,32 @@ class NodeNetwork:
                         return False
                 if missing:
                     log.info("iptables: %d of %d rules were missing and are now in place", missing, len(self.rules))
+                if self._delete_all(iptables, self.stale):
+                    log.info("removed the rules of the fallback %s", "off" if self.fallback else "on")
+                if self.fallback:
+                    self._program_fallback(iptables)
+                else:
+                    for family in self.families:
+                        if iptables.delete_chain(family, "nat", FALLBACK_CHAIN):
+                            log.info("removed the fallback chain (--fallback-endpoints none)")
                 return True
         except SetupError as exc:
             self._failed(exc.errortype, str(exc))
             return False
+
+    def _program_fallback(self, iptables: Iptables) -> None:
+        """Make each family's chain hold `fallback_endpoints` (when known); read back what it holds."""
+        wanted = by_family(self.fallback_endpoints) if self.fallback_endpoints is not None else None
+        programmed: list[IPAddress] = []
+        for family in self.families:
+            current = endpoints_in(iptables.chain_rules(family, "nat", FALLBACK_CHAIN) or [])
+            if wanted is not None and current != wanted[family]:
+                iptables.replace_chain(family, "nat", FALLBACK_CHAIN, dnat_rules(wanted[family]))
+                log.info("fallback (IPv%d): queries go to %s while no cache is bound", family,
+                         ", ".join(map(str, wanted[family])) or "nowhere (no endpoint of this family)")
+                current = endpoints_in(iptables.chain_rules(family, "nat", FALLBACK_CHAIN) or [])
+            programmed += current
+        self.programmed = programmed
 
     def sync(self) -> bool:
         """The periodic check: interface and rules, repaired where missing. Never raises."""
@@ -101,23 +140,22 @@ class NodeNetwork:
         return True
 
     def remove(self) -> None:
-        """Rules first (traffic then takes the node's ordinary path), then the interface. Counts each failure."""
+        """Rules first (traffic then takes the node's ordinary path), then the fallback chains, then the interface.
+        Both variants' rules go, whichever this instance uses. Counts each failure."""
         try:
             iptables = self.iptables
             with self._lock_for(iptables):
-                for family in sorted({rule.family for rule in self.rules}):
+                for family in self.families:
                     _require_binary(iptables, family)
-                for rule in self.rules:
+                self._delete_all(iptables, self.rules + self.stale)
+                for family in self.families:
                     try:
-                        # Delete every copy: a rule inserted twice (an admin, a lost race) must not survive.
-                        for _ in range(16):
-                            if not iptables.exists(rule):
-                                break
-                            iptables.delete(rule)
+                        iptables.delete_chain(family, "nat", FALLBACK_CHAIN)
                     except SetupError as exc:
                         if exc.errortype == "iptables_lock":
                             raise
-                        self._failed("iptables", f"rule {rule.describe()}: {exc}")
+                        self._failed("iptables", f"fallback chain: {exc}")
+                self.programmed = []
         except SetupError as exc:
             self._failed(exc.errortype, f"removing rules: {exc}")
         try:
@@ -125,6 +163,23 @@ class NodeNetwork:
                 log.info("removed interface %s", self.interface_name)
         except Exception as exc:
             self._failed("interfacedel", str(exc))
+
+    def _delete_all(self, iptables: Iptables, rules: list[Rule]) -> int:
+        """Delete each rule (every copy); the number of rules deleted."""
+        deleted = 0
+        for rule in rules:
+            try:
+                # Delete every copy: a rule inserted twice (an admin, a lost race) must not survive.
+                for _ in range(16):
+                    if not iptables.exists(rule):
+                        break
+                    iptables.delete(rule)
+                    deleted += 1
+            except SetupError as exc:
+                if exc.errortype == "iptables_lock":
+                    raise
+                self._failed("iptables", f"rule {rule.describe()}: {exc}")
+        return deleted
 
     def other_listeners(self) -> set[str]:
         """Sockets bound to a listen address and the DNS port (UDP, or TCP listening) that are not ours."""

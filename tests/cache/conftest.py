@@ -6,6 +6,7 @@ its main process, so the cache's persistent upstream connection would stall ever
 """
 from __future__ import annotations
 
+import http.client
 import re
 import signal
 import socket
@@ -156,7 +157,9 @@ class Cache:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
+            # Not listening yet. (A port from free_port() is an ephemeral one: before the cache binds it, a
+            # connect from the same port number meets itself and reads back its own request.)
             return 0, ""
 
     def metrics(self) -> dict[str, float]:

@@ -73,7 +73,7 @@ def test_a_stored_answer_renders_exactly_as_the_upstream_sent_it():
     upstream.additional.append(dns.rrset.from_text("web.cluster.local.", 20, "IN", "TXT", "a note"))
     query = wire.parse_query(query_message.to_wire())
     stored = wire.parse_answer(upstream.to_wire(), query.key[:-1])
-    _flags, *counts, ttl_fields = wire.ANSWER_HEAD.unpack_from(stored.packed)
+    _flags, *counts, ttl_fields, _body_start = wire.ANSWER_HEAD.unpack_from(stored.packed)
     assert stored.ttl == 20 and counts == [21, 0, 1] and ttl_fields == 22
     reply = dns.message.from_wire(wire.render(query, stored, 7, 4096))
     assert records(reply) == records(upstream, ttl=7)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DEFAULT = DEPLOY / "default"
 OPTIONAL_COMPONENTS = ("iptables-mode", "fallback-nameserver", "servicemonitor", "legacy-iptables-backend",
-                       "grafana-dashboard", "kube-dns-mirror")
+                       "grafana-dashboard", "kube-dns-mirror", "startup-taint")
 TLS_COMPONENTS = ("builtin-certs", "cert-manager")
 ALL_COMPONENTS = TLS_COMPONENTS + OPTIONAL_COMPONENTS
 

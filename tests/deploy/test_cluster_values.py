@@ -31,7 +31,7 @@ from tests.deploy.render import (
     validation_failures,
 )
 
-DOWNWARD = {"status.hostIP": "192.0.2.7", "metadata.namespace": "localdns-system"}
+DOWNWARD = {"status.hostIP": "192.0.2.7", "metadata.namespace": "localdns-system", "spec.nodeName": "node-1"}
 EVERYTHING = ("builtin-certs", *OPTIONAL_COMPONENTS)
 
 

@@ -147,7 +147,7 @@ def test_default_install_has_the_expected_objects() -> None:
         ("Namespace", "localdns-system"),
         ("ServiceAccount", "localdns-webhook"), ("ServiceAccount", "localdns-cache"),
         ("Deployment", "localdns-webhook"), ("PodDisruptionBudget", "localdns-webhook"),
-        ("Service", "localdns-webhook"), ("Service", "localdns-cache-metrics"),
+        ("Service", "localdns-webhook"), ("Service", "localdns-cache-metrics"), ("Service", "localdns-kube-dns"),
         ("MutatingWebhookConfiguration", "localdns-webhook"),
         ("DaemonSet", "localdns-cache"),
         ("Role", "localdns-webhook-certs"), ("RoleBinding", "localdns-webhook-certs"),

@@ -26,7 +26,7 @@ from tests.deploy.render import (
     validation_failures,
 )
 
-DOWNWARD = {"status.hostIP": "192.0.2.7"}
+DOWNWARD = {"status.hostIP": "192.0.2.7", "spec.nodeName": "node-1"}
 
 
 def cleanup_command(objects: list[dict]) -> list[str]:

@@ -14,7 +14,7 @@ def test_ipv6_listen_address_serves_outside_conntrack_and_is_removed_on_exit(cle
     cache = Cache(topo, "dual", "--listen", f"[{LOCAL_IP6}]:53", sync_interval=60)
     try:
         cache.wait_serving()
-        cache.wait_until(lambda: len(topo.node.our_rules(6)) == 12, "ip6tables rules")
+        cache.wait_until(lambda: len(topo.node.our_rules(6)) == 13, "ip6tables rules")
         cache.wait_rules()
         assert topo.node.addresses("nodelocaldns") == [LOCAL_IP, LOCAL_IP6]
         assert f"{LOCAL_IP6}/128" in topo.node.run("ip", "addr", "show", "dev", "nodelocaldns").stdout

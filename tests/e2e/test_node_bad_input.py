@@ -94,7 +94,7 @@ def test_a_rule_deleted_at_run_time_is_back_at_the_next_sync(clean_node: Topolog
         subprocess.run(topo.node.command("sh", "-c", f"iptables-nft -t raw {victim.replace('-A', '-D', 1)}"),
                        check=True)
         cache.wait_until(lambda: victim in topo.node.our_rules(), "the rule's repair")
-        assert len(topo.node.our_rules()) == 12
+        assert len(topo.node.our_rules()) == 13
     finally:
         cache.terminate()
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.e2e.topology import LOCAL_IP, RECORDS, Cache, Topology
+import pytest
+
+from tests.e2e.topology import FALLBACK_NAME, LOCAL_IP, RECORDS, Cache, Topology
 
 QUERIES = "".join(f"{name} A\n" for name in RECORDS) + "svc-1.default.svc.cluster.local AAAA\n"
 DURATION_S = 10  # long enough that the old instance exits while the load still runs
@@ -17,21 +19,29 @@ def dnsperf_summary(output: str) -> dict[str, str]:
                            output, re.MULTILINE))
 
 
-def test_upgrade_under_load_loses_and_fails_no_query(clean_node: Topology):
+# With the fail-open fallback (as the DaemonSet runs) the pods' NOTRACK depends on a bound socket: the handover must
+# keep one bound at every instant, or queries would be tracked and DNATed mid-upgrade.
+VARIANTS = {"fallback": ("--fallback-endpoints", FALLBACK_NAME), "no-fallback": ()}
+RULES = {"fallback": 15 + 2, "no-fallback": 13}  # with the fallback: + the nat jumps and a DNAT per kube-dns pod
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_upgrade_under_load_loses_and_fails_no_query(clean_node: Topology, variant: str):
     topo = clean_node
     query_file = topo.workdir / "queries.txt"
     query_file.write_text(QUERIES)
-    old = Cache(topo, "old", "--drain", "2", sync_interval=60)
+    extra = VARIANTS[variant]
+    old = Cache(topo, "old", "--drain", "2", *extra, sync_interval=60)
     new = None
     load = None
     try:
         old.wait_serving()
-        old.wait_rules()
+        old.wait_rules(RULES[variant])
         # Bounded in time (-l) and rate (-Q); several clients so the kernel spreads flows over both instances.
         load = topo.pod.popen("dnsperf", "-s", LOCAL_IP, "-d", str(query_file), "-l", str(DURATION_S),
                               "-Q", str(RATE_QPS), "-c", "8", "-t", "3",
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        new = Cache(topo, "new", "--drain", "2", sync_interval=60)
+        new = Cache(topo, "new", "--drain", "2", *extra, sync_interval=60)
         new.wait_until(lambda: _serves(topo, new), "the new instance answering")
         assert old.terminate() == 0, old.output
         # What this test is about: the old instance is gone and the load has not finished (-l bounds it).
@@ -46,7 +56,7 @@ def test_upgrade_under_load_loses_and_fails_no_query(clean_node: Topology):
         assert re.fullmatch(r"NOERROR \d+ \(100\.00%\)", summary["Response codes"].strip()), output
 
         # The old instance left the node network to the new one, which still answers.
-        assert len(topo.node.our_rules()) == 12
+        assert len(topo.node.our_rules()) == RULES[variant]
         assert topo.node.addresses("nodelocaldns") == [LOCAL_IP]
         answer = topo.pod.run("dig", "+short", "+time=2", "+tries=1", f"@{LOCAL_IP}", "svc-1.default.svc.cluster.local")
         assert answer.stdout.split() == [RECORDS["svc-1.default.svc.cluster.local"]]

@@ -1,12 +1,16 @@
 """A node, a pod and kube-dns as three network namespaces, wired as a Kubernetes node wires them.
 
-    pod ns (eth0 10.78.0.2, fd00:78::2) --veth-- node ns (10.78.0.1, fd00:78::1 | 10.77.0.1) --veth-- kube-dns ns
-                                                   cache on 169.254.20.10 [+ fd00:ec::10]      (10.77.0.2, 10.77.0.3)
-                                                   (interface `nodelocaldns`, kind bridge)
+    pod ns (eth0 10.78.0.2, fd00:78::2) --veth-- node ns --veth-- kube-dns ns (10.77.0.2, 10.77.0.3, 10.77.0.4,
+                          (10.78.0.1, fd00:78::1 | 10.77.0.1, fd00:77::1)        fd00:77::2)
+                          cache on 169.254.20.10 [+ fd00:ec::10]
+                          (interface `nodelocaldns`, kind bridge)
 
 dnsmasq in the kube-dns namespace plays CoreDNS: records under cluster.local on 10.77.0.2 (the kube-dns
 "ClusterIP" the cache forwards to over TCP), and an external-looking zone example.org that the node's upstream
-10.77.0.3 serves (there is no internet). Both the node and kube-dns namespaces carry a firewall rule that uses
+10.77.0.3 serves (there is no internet). 10.77.0.2, 10.77.0.4 and fd00:77::2 are also the kube-dns "pods" that the
+headless Service localdns-kube-dns resolves to (the fail-open fallback's endpoints; tests/e2e/kubeproxy.py puts a
+ClusterIP in front of them). The node does not forward packets unless a test switches forwarding on.
+Both the node and kube-dns namespaces carry a firewall rule that uses
 conntrack, as every real node does (kube-proxy's, a CNI's), so conntrack tracks flows there unless NOTRACK says not
 to. The pod's /etc/resolv.conf is what `python -m webhook preview` renders for a sample pod in namespace default.
 """
@@ -31,6 +35,10 @@ NODE_UPSTREAM_IP = "10.77.0.3"
 NODE_TO_KUBE_DNS = "10.77.0.1"
 NODE_TO_POD = "10.78.0.1"
 POD_IP = "10.78.0.2"
+KUBE_DNS_POD_IPS = ("10.77.0.2", "10.77.0.4")  # the endpoints of the headless Service localdns-kube-dns
+KUBE_DNS_POD_IP6 = "fd00:77::2"
+NODE_TO_KUBE_DNS6 = "fd00:77::1"
+FALLBACK_NAME = "localdns-kube-dns.kube-system.svc.cluster.local"
 LOCAL_IP6 = "fd00:ec::10"  # a second listen address, to prove the IPv6 path (interface /128, ip6tables)
 NODE_TO_POD6 = "fd00:78::1"
 POD_IP6 = "fd00:78::2"
@@ -42,6 +50,8 @@ RECORDS = {
     "www.example.org": "192.0.2.80",
     "api.example.org": "192.0.2.81",
 }
+# The headless Service: one record per kube-dns pod (dnsmasq adds up repeated host-records).
+HEADLESS_RECORDS = [f"{FALLBACK_NAME},{ip}" for ip in KUBE_DNS_POD_IPS] + [f"{FALLBACK_NAME},{KUBE_DNS_POD_IP6}"]
 
 SAMPLE_POD = """\
 apiVersion: v1
@@ -152,6 +162,9 @@ def _wire(topo: Topology) -> None:
     node.run("ip", "addr", "add", f"{NODE_TO_POD}/24", "dev", f"np{s}")
     kdns.run("ip", "addr", "add", f"{KUBE_DNS_IP}/24", "dev", f"kn{s}")
     kdns.run("ip", "addr", "add", f"{NODE_UPSTREAM_IP}/24", "dev", f"kn{s}")
+    kdns.run("ip", "addr", "add", f"{KUBE_DNS_POD_IPS[1]}/24", "dev", f"kn{s}")
+    kdns.run("ip", "addr", "add", f"{KUBE_DNS_POD_IP6}/64", "dev", f"kn{s}", "nodad")
+    node.run("ip", "addr", "add", f"{NODE_TO_KUBE_DNS6}/64", "dev", f"nk{s}", "nodad")
     pod.run("ip", "addr", "add", f"{POD_IP}/24", "dev", "eth0")
     for ns, dev in ((node, f"nk{s}"), (node, f"np{s}"), (kdns, f"kn{s}"), (pod, "eth0")):
         ns.run("ip", "link", "set", dev, "up")
@@ -160,6 +173,7 @@ def _wire(topo: Topology) -> None:
     pod.run("ip", "addr", "add", f"{POD_IP6}/64", "dev", "eth0", "nodad")
     pod.run("ip", "-6", "route", "add", "default", "via", NODE_TO_POD6)
     kdns.run("ip", "route", "add", "default", "via", NODE_TO_KUBE_DNS)
+    kdns.run("ip", "-6", "route", "add", "default", "via", NODE_TO_KUBE_DNS6)
     for ns in (node, kdns):
         # A firewall rule that needs conntrack, like kube-proxy's; it makes the kernel track this namespace.
         for tool in ("iptables-nft", "ip6tables-nft"):
@@ -169,10 +183,12 @@ def _wire(topo: Topology) -> None:
 def _start_dnsmasq(topo: Topology) -> None:
     topo.dnsmasq_log = topo.workdir / "dnsmasq.log"
     args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll", "--bind-interfaces",
-            f"--listen-address={KUBE_DNS_IP},{NODE_UPSTREAM_IP}", "--except-interface=lo", "--port=53",
+            f"--listen-address={KUBE_DNS_IP},{NODE_UPSTREAM_IP},{KUBE_DNS_POD_IPS[1]},{KUBE_DNS_POD_IP6}",
+            "--except-interface=lo", "--port=53",
             "--local=/cluster.local/", "--local=/example.org/", "--cache-size=0", "--local-ttl=30", "--user=root",
             "--pid-file=", "--log-queries", f"--log-facility={topo.dnsmasq_log}"]
     args += [f"--host-record={name},{ip}" for name, ip in RECORDS.items()]
+    args += [f"--host-record={record}" for record in HEADLESS_RECORDS]
     stderr_path = topo.workdir / "dnsmasq.stderr"
     with open(stderr_path, "w") as stderr:  # a file, not a pipe nobody reads: dnsmasq must never block on it
         topo.dnsmasq = topo.kube_dns.popen(*args, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -264,16 +280,16 @@ class Cache:
                 raise AssertionError(f"cache did not serve within {timeout}s:\n{self.output}")
             time.sleep(0.2)
 
-    def wait_rules(self, count: int = 12) -> None:
+    def wait_rules(self, count: int = 13) -> None:
         """Rules go in once the listeners serve and the upstreams were checked: wait for all of them."""
         self.wait_until(lambda: len(self.topo.node.our_rules()) == count, f"{count} rules in place")
 
-    def wait_until(self, predicate, what: str, timeout: float = 15) -> None:
+    def wait_until(self, predicate, what: str, timeout: float = 15, poll: float = 0.2) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} did not happen within {timeout}s:\n{self.output}")
-            time.sleep(0.2)
+            time.sleep(poll)
 
     def terminate(self, timeout: float = 30) -> int:
         if self.process.poll() is None:

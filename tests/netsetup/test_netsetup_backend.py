@@ -62,5 +62,5 @@ def test_a_node_with_kubelet_on_legacy_gets_legacy_rules():
             result["ok"] = net.ensure_rules()
         """, backend=None)
         assert result == {"backend": "legacy", "ok": True, "errors": []}
-        assert len(ns.our_rules(backend="legacy")) == 12
+        assert len(ns.our_rules(backend="legacy")) == 13
         assert ns.our_rules(backend="nft") == []

@@ -68,7 +68,7 @@ def test_teardown_is_skipped_while_another_process_serves_the_address(ns):
             result["removed"] = net.teardown()
         """)
         assert result == {"others": 2, "removed": False, "errors": []}  # the other's UDP socket and TCP listener
-        assert len(ns.our_rules()) == 12
+        assert len(ns.our_rules()) == 13
         assert ns.addresses("nodelocaldns") == ["169.254.20.10"]
     finally:
         other.kill()
@@ -86,17 +86,17 @@ def test_teardown_is_skipped_while_another_process_serves_the_address(ns):
 def test_uninstall_command_refuses_while_a_cache_serves_and_cleans_up_after(ns):
     listen = ["--listen", "169.254.20.10:53", "--interface-kind", "bridge"]
     assert ns.run(PYTHON, "-m", "cache.netsetup", "setup", *listen).returncode == 0
-    assert len(ns.our_rules()) == 12
+    assert len(ns.our_rules()) == 13
     other = ns.popen(PYTHON, "-c", SERVE, stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline().strip() == "serving"
         refused = ns.run(PYTHON, "-m", "cache.netsetup", "teardown", *listen, check=False)
         assert refused.returncode == 1 and "still serves" in refused.stderr
-        assert len(ns.our_rules()) == 12
+        assert len(ns.our_rules()) == 13
     finally:
         other.kill()
         other.wait()
     status = ns.run(PYTHON, "-m", "cache.netsetup", "status", *listen).stdout
-    assert "12 of 12" in status
+    assert "13 of 13" in status
     assert ns.run(PYTHON, "-m", "cache.netsetup", "teardown", *listen).returncode == 0
     assert ns.our_rules() == [] and ns.addresses("nodelocaldns") is None

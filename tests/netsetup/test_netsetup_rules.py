@@ -25,7 +25,7 @@ def test_rules_go_in_first_and_only_once(ns):
     result = run_node_network(ns, "result['first'] = net.ensure_rules(); result['second'] = net.ensure_rules()")
     assert result == {"first": True, "second": True, "errors": []}
     rules = ns.our_rules()
-    assert len(rules) == 12 and len(set(rules)) == 12
+    assert len(rules) == 13 and len(set(rules)) == 13
     input_chain = [line for line in ns.iptables_save().splitlines() if line.startswith("-A INPUT")]
     assert "localdns" in input_chain[0] and input_chain[-1].endswith("-j DROP")
     assert all(line.count("-p") == 1 for line in rules)
@@ -34,7 +34,7 @@ def test_rules_go_in_first_and_only_once(ns):
 def test_ipv6_rules_go_to_ip6tables(ns):
     result = run_node_network(ns, "result['ok'] = net.ensure_rules()", addresses=("169.254.20.10", "fd00:ec::10"))
     assert result == {"ok": True, "errors": []}
-    assert len(ns.our_rules(4)) == 12 and len(ns.our_rules(6)) == 12
+    assert len(ns.our_rules(4)) == 13 and len(ns.our_rules(6)) == 13
     assert all("fd00:ec::10" in line for line in ns.our_rules(6))
 
 
@@ -44,7 +44,7 @@ def test_a_rule_deleted_by_someone_else_is_repaired(ns):
     ns.run("sh", "-c", f"iptables-nft -t raw {victim.replace('-A', '-D', 1)}")
     assert victim not in ns.our_rules()
     assert run_node_network(ns, "result['ok'] = net.ensure_rules()") == {"ok": True, "errors": []}
-    assert victim in ns.our_rules() and len(ns.our_rules()) == 12
+    assert victim in ns.our_rules() and len(ns.our_rules()) == 13
 
 
 def test_a_missing_iptables_binary_is_counted_and_logged(ns, tmp_path):
@@ -79,7 +79,7 @@ def test_a_held_xtables_lock_is_waited_for_then_reported_and_the_next_sync_succe
     assert held == {"ok": False, "errors": ["iptables_lock"]}
     assert ns.our_rules() == []
     assert run_node_network(ns, "result['ok'] = net.ensure_rules()") == {"ok": True, "errors": []}
-    assert len(ns.our_rules()) == 12
+    assert len(ns.our_rules()) == 13
 
 
 def test_teardown_removes_rules_then_interface_even_duplicated_ones(ns):

@@ -1,5 +1,16 @@
-"""Hypothesis strategies for pods as admission sends them: DNS settings, annotations, policies, OS, affinity."""
+"""Hypothesis strategies for pods as admission sends them (DNS settings, annotations, policies, OS, affinity), for
+pods that kube-apiserver's decoder would refuse (a value of the wrong type anywhere the webhook reads), and for
+AdmissionReview bodies.
+
+What the API server can send follows from how it works: it decodes the request into the typed Pod (a value of the
+wrong type is refused with 400 before admission), applies defaults, and encodes it again for the webhook, before
+validation. So each field holds its declared type or is absent (omitempty), a list may be empty or absent, a
+list item that was null arrives as the zero value ({} or ""), and nothing is checked yet: an option without a
+name, an empty key or operator, any string at all in a name."""
 from __future__ import annotations
+
+import copy
+import itertools
 
 from hypothesis import strategies as st
 
@@ -27,8 +38,17 @@ annotation_values = st.one_of(st.sampled_from(["disabled", "false", "False", "en
 annotations = st.one_of(st.none(), st.dictionaries(
     st.sampled_from(["localdns.io/inject", "localdns.io/ndots", "localdns.io/injected", "team"]),
     annotation_values, max_size=4))
-# Node affinity shapes, well-formed or not: the webhook reads them to spot Windows pods and must never trip.
-affinities = st.recursive(
+# Node affinity as the API server sends it (typed, unvalidated): the webhook reads it to spot Windows pods.
+_expressions = st.fixed_dictionaries({"key": st.sampled_from(["kubernetes.io/os", "zone", ""]),
+                                      "operator": st.sampled_from(["In", "NotIn", "Exists", ""])},
+                                     optional={"values": st.lists(st.sampled_from(["windows", "linux", ""]),
+                                                                  max_size=3)})
+_terms = st.fixed_dictionaries({}, optional={"matchExpressions": st.lists(_expressions, max_size=2)})
+affinities = st.one_of(st.just({}), st.fixed_dictionaries({}, optional={"nodeAffinity": st.fixed_dictionaries(
+    {}, optional={"requiredDuringSchedulingIgnoredDuringExecution": st.fixed_dictionaries(
+        {"nodeSelectorTerms": st.one_of(st.none(), st.lists(_terms, max_size=3))})})}))
+# Node affinity shapes, well-formed or not: whatever a client sends, the webhook must answer, never trip.
+malformed_affinities = st.recursive(
     st.one_of(st.none(), st.booleans(), st.sampled_from(["windows", "linux", "kubernetes.io/os", "In"])),
     lambda children: st.one_of(st.lists(children, max_size=2), st.dictionaries(st.sampled_from(
         ["nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms", "matchExpressions",
@@ -73,3 +93,71 @@ json_values = st.recursive(
     lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children,
                                                                                  max_size=3)),
     max_leaves=10)
+
+# Strings as the API server passes them before validation: anything, line breaks and escapes included.
+odd_text = st.one_of(st.sampled_from(["web-", "", "a\nb", "x\r\n2026-01-01 00:00:00,000 INFO localdns.webhook: forged",
+                                      "\x1b[31m", "\u2028", 'q"uote', "sp ace", "a=b", "ns/name", "é"]),
+                     st.text(max_size=12))
+api_server_options = st.fixed_dictionaries({}, optional={  # `name` may be absent: validation comes after admission
+    "name": st.one_of(option_names, odd_text), "value": st.one_of(st.sampled_from(["", "1", "5", "15"]), odd_text)})
+api_server_specs = st.fixed_dictionaries({"containers": st.just([{"name": "app", "image": "nginx"}])}, optional={
+    "dnsPolicy": st.one_of(st.sampled_from(["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]), odd_text),
+    "hostNetwork": st.booleans(),
+    "dnsConfig": st.fixed_dictionaries({}, optional={
+        "nameservers": st.lists(st.one_of(ips, odd_text), max_size=4),
+        "searches": st.lists(st.one_of(names, odd_text), max_size=34),
+        "options": st.lists(api_server_options, max_size=5)}),
+    "nodeSelector": st.dictionaries(st.one_of(st.just("kubernetes.io/os"), odd_text),
+                                    st.one_of(st.sampled_from(["linux", "windows"]), odd_text), max_size=2),
+    "os": st.fixed_dictionaries({}, optional={"name": st.one_of(st.sampled_from(["linux", "windows"]), odd_text)}),
+    "affinity": affinities,
+})
+api_server_metadatas = st.fixed_dictionaries({}, optional={
+    "name": odd_text, "generateName": odd_text, "labels": st.just({"app": "web"}),
+    "annotations": st.dictionaries(st.one_of(st.sampled_from(["localdns.io/inject", "localdns.io/ndots",
+                                                              "localdns.io/injected"]), odd_text),
+                                   st.one_of(annotation_values, odd_text), max_size=4)})
+api_server_pods = st.builds(lambda metadata, spec: {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                                                    "spec": spec}, api_server_metadatas, api_server_specs)
+
+# Every place the webhook reads (and a few it does not), where an ill-typed pod gets a value of any JSON type.
+_AFFINITY_TERM = ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
+                  "nodeSelectorTerms", 0)
+READ_PATHS = [
+    ("metadata",), ("metadata", "name"), ("metadata", "generateName"), ("metadata", "annotations"),
+    ("metadata", "annotations", "localdns.io/inject"), ("metadata", "annotations", "localdns.io/ndots"),
+    ("metadata", "annotations", "localdns.io/injected"), ("spec",), ("spec", "dnsPolicy"), ("spec", "hostNetwork"),
+    ("spec", "nodeSelector"), ("spec", "nodeSelector", "kubernetes.io/os"), ("spec", "os"), ("spec", "os", "name"),
+    ("spec", "affinity"), ("spec", "affinity", "nodeAffinity"), _AFFINITY_TERM[:4], _AFFINITY_TERM[:5],
+    _AFFINITY_TERM, (*_AFFINITY_TERM, "matchExpressions"), (*_AFFINITY_TERM, "matchExpressions", 0),
+    (*_AFFINITY_TERM, "matchExpressions", 0, "key"), (*_AFFINITY_TERM, "matchExpressions", 0, "values"),
+    (*_AFFINITY_TERM, "matchExpressions", 0, "values", 0), ("spec", "dnsConfig"),
+    ("spec", "dnsConfig", "nameservers"), ("spec", "dnsConfig", "nameservers", 0), ("spec", "dnsConfig", "searches"),
+    ("spec", "dnsConfig", "searches", 0), ("spec", "dnsConfig", "options"), ("spec", "dnsConfig", "options", 0),
+    ("spec", "dnsConfig", "options", 0, "name"), ("spec", "dnsConfig", "options", 0, "value"),
+    ("spec", "containers"), ("metadata", "labels"), ("status",),
+]
+
+
+def placed(pod: dict, path: tuple, value: object) -> dict:
+    """A copy of `pod` with `value` at `path`, making each missing parent (an object, or a list for an index)."""
+    pod = copy.deepcopy(pod)
+    node: object = pod
+    for key, after in itertools.pairwise(path):
+        wanted = list if isinstance(after, int) else dict
+        child = node[key] if (key in node if isinstance(node, dict) else key < len(node)) else None  # type: ignore
+        if not isinstance(child, wanted):
+            child = [{}] if wanted is list else {}
+            if isinstance(node, list) and key >= len(node):
+                node.append(child)
+            else:
+                node[key] = child  # type: ignore[index]
+        node = child
+    if isinstance(node, list) and not node:
+        node.append(value)
+    else:
+        node[path[-1]] = value  # type: ignore[index]
+    return pod
+
+
+ill_typed_pods = st.builds(placed, st.one_of(api_server_pods, pods), st.sampled_from(READ_PATHS), json_values)

@@ -145,3 +145,25 @@ def test_command_line_reads_stdin_and_reports_errors():
     missing = subprocess.run([sys.executable, "-m", "webhook", "preview", "/nonexistent.yaml"], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "/nonexistent.yaml" in missing.stderr
+
+
+HOSTILE_FILES = {
+    # nine levels of Lists whose items are nine aliases of the level below: 9**9 pods if walked
+    "alias bomb": "a: &a {kind: Pod, spec: {}}\n" + "".join(
+        f"l{i}: &l{i} {{kind: List, items: [{', '.join([f'*{prev}'] * 9)}]}}\n"
+        for i, prev in enumerate(["a"] + [f"l{j}" for j in range(8)])) + "kind: List\nitems: [*l8]\n",
+    "deep nesting": "kind: Pod\nspec: " + "[" * 5000 + "]" * 5000 + "\n",
+    "deep Lists": "kind: List\nitems:\n" + "".join("  " * i + "- kind: List\n" + "  " * i + "  items:\n"
+                                                    for i in range(3000)),
+    "kind and name not strings": "kind: [Pod]\nmetadata: {name: [a], namespace: [b]}\n---\nkind: Pod\nmetadata: 7\n",
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_FILES.values(), ids=HOSTILE_FILES.keys())
+def test_hostile_files_get_an_error_message_not_a_traceback_or_a_hang(tmp_path, text):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "webhook", "preview", str(path)], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode in (0, 2), done.stderr
+    assert "Traceback" not in done.stderr and len(done.stdout) < 1_000_000
