@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import strategies as st
 
 from localdns.kube import Client
 from tests.kubeapi import FakeKubeAPI
@@ -265,3 +266,41 @@ def test_admission_and_preview_never_load_the_kubernetes_client(tmp_path):
         "sys.exit(1 if loaded else 0)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+class Policies:
+    """A synced set of policies, as the view holds them (for tests that need no API server)."""
+
+    synced = True
+
+    def __init__(self, *objects: dict) -> None:
+        from webhook import netpol
+        self.policies = tuple(netpol.compile_policy(obj, LOCAL_IP) for obj in objects)
+
+    def in_namespace(self, namespace: str):
+        return [p for p in self.policies if p.namespace == namespace]
+
+
+def test_ill_typed_labels_get_a_4xx_not_an_internal_error(start_webhook):
+    """The check reads the pod's labels: a label that is not a string (the API server never sends one) is refused
+    like any ill-typed field the webhook reads, never an internal error."""
+    from hypothesis import given
+    from hypothesis import settings as hypothesis_settings
+
+    from tests.webhook.strategies import json_values, placed
+    selecting = networkpolicy("web-only", "shop", {
+        **DEFAULT_DENY, "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}})
+    webhook = start_webhook(Settings(), networkpolicies=Policies(selecting))
+
+    @hypothesis_settings(max_examples=60, deadline=None)
+    @given(st.sampled_from([("metadata", "labels"), ("metadata", "labels", "app")]), json_values)
+    def check(path, value):
+        sent = placed(samples.pod(), path, value)
+        answer = webhook.post(review_for(sent, "shop"))
+        assert answer.status_code in (200, 400), answer.text
+        if answer.status_code == 400:
+            assert "metadata.labels" in answer.json()["error"]
+        else:
+            assert not any("internal error" in w for w in answer.json()["response"].get("warnings", []))
+
+    check()
