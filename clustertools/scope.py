@@ -1,5 +1,5 @@
-"""What the cluster tools look at: the opted-in namespaces and their pods, and the record of what could not be read
-(`Gaps`), which makes a result partial instead of silently incomplete."""
+"""What the cluster tools look at: the opted-in and dry-run namespaces and their pods, and the record of what could
+not be read (`Gaps`), which makes a result partial instead of silently incomplete."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -23,15 +23,20 @@ class Gaps:
         return bool(self.items)
 
 
-def opted_in_namespaces(client: Client, requested: list[str], gaps: Gaps, notes: list[str]) -> list[str]:
-    """The namespaces to look at: all with the opt-in label, or those requested that carry it."""
+MODES = (names.INJECT_ENABLED, names.INJECT_DRY_RUN)
+
+
+def labelled_namespaces(client: Client, requested: list[str], gaps: Gaps, notes: list[str]) -> dict[str, str]:
+    """The namespaces to look at and their label value (enabled, or dry-run): every namespace labelled either way,
+    or those requested that are."""
     if not requested:
         try:
-            listed = client.list("Namespace", label_selector=names.OPT_IN_SELECTOR)
+            listed = client.list("Namespace", label_selector=f"{names.INJECT_LABEL} in ({','.join(MODES)})")
         except Forbidden as exc:
             raise Forbidden(f"{exc}; name the namespaces to look at with -n/--namespace instead", exc.what) from None
-        return sorted(ns["metadata"]["name"] for ns in listed)
-    chosen = []
+        return {ns["metadata"]["name"]: ns["metadata"]["labels"][names.INJECT_LABEL]
+                for ns in sorted(listed, key=lambda ns: ns["metadata"]["name"])}
+    chosen = {}
     for name in requested:
         try:
             labels = client.get("Namespace", name)["metadata"].get("labels") or {}
@@ -41,13 +46,13 @@ def opted_in_namespaces(client: Client, requested: list[str], gaps: Gaps, notes:
         except Forbidden as exc:
             # Cannot see the label: look at it anyway, the user asked for it by name.
             gaps.add(f"{exc} (cannot check its opt-in label; assuming it is opted in)")
-            chosen.append(name)
+            chosen[name] = names.INJECT_ENABLED
             continue
-        if labels.get(names.INJECT_LABEL) == names.INJECT_ENABLED:
-            chosen.append(name)
+        if labels.get(names.INJECT_LABEL) in MODES:
+            chosen[name] = labels[names.INJECT_LABEL]
         else:
-            notes.append(f"namespace {name} is not opted in (label {names.OPT_IN_SELECTOR} missing): "
-                         "the webhook leaves its pods alone")
+            notes.append(f"namespace {name} is not opted in (label {names.OPT_IN_SELECTOR} or "
+                         f"{names.DRY_RUN_SELECTOR} missing): the webhook leaves its pods alone")
     return chosen
 
 

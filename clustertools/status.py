@@ -1,8 +1,10 @@
 """`status`: is the installation healthy? One screen, one line per check, non-zero when not.
 
 What is checked, and why each matters:
-- the MutatingWebhookConfiguration exists, calls our Service, selects opted-in namespaces and has a caBundle:
-  without it no pod is ever injected;
+- the MutatingWebhookConfiguration exists, calls our Service, and has a caBundle in every entry: without it no pod
+  is ever injected; its entries select namespaces labelled localdns.io/inject=enabled (path /mutate) and =dry-run
+  (path /dry-run): an entry that sends one label value to the other's path changes pods it should only annotate,
+  or annotates pods it should change;
 - the caBundle verifies the certificate in the Secret (signature, the `<svc>.<ns>.svc` name the API server dials,
   validity dates): the API server verifies the served certificate against exactly that bundle and name, and when it
   fails, failurePolicy Ignore silently creates pods without injection;
@@ -11,7 +13,8 @@ What is checked, and why each matters:
   server makes it; this catches a webhook that has not reloaded a renewed Secret;
 - webhook replicas ready; cache pods ready on every node the DaemonSet wants, and no injected pod on a node whose
   cache is not ready (its DNS would fail);
-- the opted-in namespaces with injected/total pods (pods still needing a restart are a warning: see `audit`).
+- the opted-in and dry-run namespaces with injected/total pods (pods still needing a restart are a warning: see
+  `audit`), and NetworkPolicies that block DNS to the local IP (a failure where injected pods' DNS fails now).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Any
 from cryptography import x509
 
 from certs.authority import CertificateError, dns_names_of, fingerprint, is_signed_by, load_certificates
-from clustertools import cli
+from clustertools import cli, netpolicies
 from clustertools.audit import collect
 from clustertools.output import emit, plural, table
 from clustertools.scope import Gaps
@@ -48,6 +51,18 @@ class Check:
         return {"check": self.name, "state": self.state, "detail": self.detail}
 
 
+def selected_modes(hook: JSON) -> set[str]:
+    """The values of localdns.io/inject whose namespaces the entry's namespaceSelector takes."""
+    selector = hook.get("namespaceSelector") or {}
+    label = (selector.get("matchLabels") or {}).get(names.INJECT_LABEL)
+    modes = {label} if isinstance(label, str) else set()
+    for expression in selector.get("matchExpressions") or []:
+        if expression.get("key") == names.INJECT_LABEL and expression.get("operator") == "In":
+            values = set(expression.get("values") or [])
+            modes = modes & values if modes else values
+    return modes
+
+
 def check_configuration(mwc: JSON) -> tuple[Check, bytes]:
     """The webhook configuration's shape, and its caBundle (PEM, may be empty)."""
     hooks = mwc.get("webhooks") or []
@@ -55,6 +70,7 @@ def check_configuration(mwc: JSON) -> tuple[Check, bytes]:
         return Check("webhook configuration", FAIL, f"{names.WEBHOOK} has no webhooks"), b""
     problems, notes = [], []
     bundle = b""
+    bundles, served = set(), set()
     for hook in hooks:
         client = hook.get("clientConfig") or {}
         service = client.get("service") or {}
@@ -69,13 +85,27 @@ def check_configuration(mwc: JSON) -> tuple[Check, bytes]:
             problems.append(f"{hook.get('name')} has no caBundle (has `python -m certs bootstrap` run?), "
                             "so the API server cannot call it")
         bundle = bundle or this
-        selector = hook.get("namespaceSelector") or {}
-        if selector.get("matchLabels", {}).get(names.INJECT_LABEL) != names.INJECT_ENABLED and not any(
-                e.get("key") == names.INJECT_LABEL for e in selector.get("matchExpressions") or []):
-            notes.append(f"{hook.get('name')} does not select namespaces by {names.OPT_IN_SELECTOR}")
+        if this.strip():
+            bundles.add(this)
+        modes = selected_modes(hook) & set(names.WEBHOOK_PATHS)
+        if not modes:
+            notes.append(f"{hook.get('name')} does not select namespaces by {names.OPT_IN_SELECTOR} or "
+                         f"{names.DRY_RUN_SELECTOR}")
+        for mode in sorted(modes):
+            path = service.get("path") or "/"
+            if service and path != names.WEBHOOK_PATHS[mode]:
+                harm = "changed instead of only annotated" if mode == names.INJECT_DRY_RUN else "not injected"
+                problems.append(f"{hook.get('name')} sends namespaces labelled {names.INJECT_LABEL}={mode} to {path}, "
+                                f"not {names.WEBHOOK_PATHS[mode]}: their pods are {harm}")
+            served.add(mode)
         if hook.get("failurePolicy", "Fail") != "Ignore":
             notes.append(f"{hook.get('name')} has failurePolicy {hook.get('failurePolicy', 'Fail')}: pods cannot be "
                          "created while the webhook is down")
+    if len(bundles) > 1:
+        notes.append("the entries carry different caBundles (`python -m certs bootstrap` writes the same to each)")
+    if names.INJECT_DRY_RUN not in served:
+        notes.append(f"no entry for {names.DRY_RUN_SELECTOR}: namespaces labelled so are not reviewed at all "
+                     "(re-apply deploy/)")
     if problems:
         return Check("webhook configuration", FAIL, "; ".join(problems + notes)), bundle
     summary = f"{names.WEBHOOK}: {plural(len(hooks), 'webhook')}, caBundle set"
@@ -226,16 +256,32 @@ def gather(client: Client, args: argparse.Namespace, now: dt.datetime) -> Status
         report.checks.append(check_cache(daemonset, _ready_cache_nodes(client, daemonset, report.gaps),
                                          audit.injected_nodes))
     report.namespaces = audit.as_dict()["namespaces"]
-    waiting = sum(ns["needsRestart"] for ns in report.namespaces)
-    injected = sum(ns["injected"] for ns in report.namespaces)
-    pods = sum(ns["pods"] for ns in report.namespaces)
-    detail = f"{plural(len(report.namespaces), 'namespace')} opted in, {injected} of {plural(pods, 'pod')} injected"
-    if waiting:
-        report.checks.append(Check("namespaces", WARN, f"{detail}; {plural(waiting, 'pod')} created before opting in "
-                                   "need a restart (`python -m webhook audit`)"))
-    else:
-        report.checks.append(Check("namespaces", OK, detail))
+    report.checks.append(check_namespaces(report.namespaces, audit.blocked))
     return report
+
+
+def check_namespaces(namespaces: list[dict[str, Any]], blocked: netpolicies.Findings) -> Check:
+    waiting = sum(ns["needsRestart"] for ns in namespaces)
+    injected = sum(ns["injected"] for ns in namespaces)
+    pods = sum(ns["pods"] for ns in namespaces)
+    dry = sum(ns["mode"] == names.INJECT_DRY_RUN for ns in namespaces)
+    detail = (f"{plural(len(namespaces) - dry, 'namespace')} opted in" + (f", {dry} in dry run" if dry else "")
+              + f", {injected} of {plural(pods, 'pod')} injected")
+    problems, warnings = [], []
+    broken = {ns: b for ns, b in blocked.namespaces.items() if b.broken}
+    if broken:
+        pods = plural(sum(len(b.broken) for b in broken.values()), "injected pod")
+        problems.append(f"NetworkPolicies block DNS to {blocked.local_ip} for {pods} in {', '.join(sorted(broken))}: "
+                        "their DNS fails (`python -m webhook audit` gives the rule to add)")
+    others = sorted(set(blocked.namespaces) - set(broken))
+    if others:
+        warnings.append(f"NetworkPolicies block DNS to {blocked.local_ip} in {', '.join(others)}: new pods there are "
+                        "left on kube-dns or lose large answers (`python -m webhook audit` gives the rule to add)")
+    if waiting:
+        warnings.append(f"{plural(waiting, 'pod')} created before opting in {'needs' if waiting == 1 else 'need'} a "
+                        "restart (`python -m webhook audit`)")
+    state = FAIL if problems else WARN if warnings else OK
+    return Check("namespaces", state, "; ".join([detail, *problems, *warnings]))
 
 
 def _ready_cache_nodes(client: Client, daemonset: JSON, gaps: Gaps) -> set[str] | None:
@@ -263,10 +309,12 @@ def render(data: dict[str, Any]) -> str:
     lines = [table(("", "CHECK", "DETAIL"), [(MARKS[c["state"]], c["check"], c["detail"]) for c in data["checks"]],
                    show_headers=False)]
     if data["namespaces"]:
-        rows = [(ns["name"], f"{ns['injected']}/{ns['pods']}", ns["needsRestart"], ns["untouched"])
-                if ns["readable"] else (ns["name"], "?", "?", "? (could not list its pods)")
+        rows = [(ns["name"], ns["mode"], f"{ns['injected']}/{ns['pods']}",
+                 ns["wouldInject"] if ns["mode"] == names.INJECT_DRY_RUN else ns["needsRestart"], ns["untouched"])
+                if ns["readable"] else (ns["name"], ns["mode"], "?", "?", "? (could not list its pods)")
                 for ns in data["namespaces"]]
-        lines += ["", table(("NAMESPACE", "INJECTED/PODS", "NEED RESTART", "UNTOUCHED"), rows)]
+        lines += ["", table(("NAMESPACE", "MODE", "INJECTED/PODS", "NEED RESTART (DRY RUN: WOULD INJECT)",
+                             "UNTOUCHED"), rows)]
     lines += [f"note: {note}" for note in data["notes"]]
     if data["partial"]:
         lines += ["", "PARTIAL: some objects could not be read:"] + [f"  - {gap}" for gap in data["gaps"]]

@@ -3,6 +3,9 @@
 Objects come back exactly as the API server serves them (camelCase JSON): that is what `policy.decide` reads in an
 AdmissionReview too, and it needs none of the generated model classes, which take seconds to import.
 
+A watch (`Client.watch`) is a stream of events read as they come; its ERROR events become the same errors, a 410
+Expired among them (the resourceVersion is too old: list again).
+
 Every failure is a `KubeError` whose message is a whole sentence: which object, what the API server answered (or
 that it did not answer), and what to do. The API server's answers become errors through one table (`ANSWERS`),
 applied by one context manager (`map_exceptions`), the way httpx turns its transports' errors into its own.
@@ -44,7 +47,7 @@ JSON = dict[str, Any]
 class Call:
     """One request in words, for the error message: `get` `Secret ns/name`, or `list` `pods in namespace shop`."""
 
-    verb: str  # the RBAC verb: get, list, create, update, patch, delete
+    verb: str  # the RBAC verb: get, list, watch, create, update, patch, delete
     what: str
     resource: str  # for RBAC: plural.group, e.g. "deployments.apps", "secrets"
     host: str
@@ -105,8 +108,17 @@ class Conflict(KubeError):
         return f"conflict on {call.what}: it changed since it was read ({message})"
 
 
+class Expired(KubeError):
+    """410 Gone: the resourceVersion a watch (or a list's continue token) starts from is no longer kept: list again."""
+
+    @classmethod
+    def explain(cls, call: Call, code: int, reason: str, message: str) -> str:
+        return f"{call.what}: the version to {call.verb} from is too old ({code} {reason}: {message}); list them again"
+
+
 # The API server's answers, by HTTP status. Any other status is a plain KubeError.
-ANSWERS: dict[int, type[KubeError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict}
+ANSWERS: dict[int, type[KubeError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+                                       410: Expired}
 # A JSON patch whose `test` operation fails is answered 422 Invalid: the tests are the caller's preconditions on the
 # version it read, so that answer means the same as 409.
 PATCH_TEST_FAILED = 422
@@ -218,6 +230,7 @@ RESOURCES: dict[str, Resource] = {
     "CronJob": Resource("/apis/batch/v1", "cronjobs"),
     "MutatingWebhookConfiguration": Resource(
         "/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", namespaced=False),
+    "NetworkPolicy": Resource("/apis/networking.k8s.io/v1", "networkpolicies"),
 }
 
 PATCH_TYPES = {
@@ -272,23 +285,49 @@ class Client:
         return self.request("GET", RESOURCES[kind].path(namespace, name),
                             self._call("get", kind, describe(kind, name, namespace)))
 
-    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[JSON]:
+    def listing(self, kind: str, namespace: str | None = None,
+                label_selector: str | None = None) -> tuple[list[JSON], str]:
+        """Every object (all pages), and the list's resourceVersion: the version a watch of them continues from."""
         resource = RESOURCES[kind]
-        what = f"{resource.plural} in namespace {namespace}" if namespace else resource.plural
-        call = self._call("list", kind, what, many=True)
+        call = self._call("list", kind, _collection(resource, namespace), many=True)
         query = {"labelSelector": label_selector} if label_selector else {}
         items: list[JSON] = []
+        version = None
         while True:  # pages, in case the server (or a proxy in front of it) paginates
             listing = self.request("GET", resource.path(namespace), call, query)
             items.extend(listing.get("items") or [])
-            token = (listing.get("metadata") or {}).get("continue")
+            meta = listing.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")  # every page is of the first's snapshot
+            token = meta.get("continue")
             if not token:
                 break
             query = query | {"continue": token}
         # A list's items carry no kind; give them one so every object describes itself.
         for item in items:
             item.setdefault("kind", kind)
-        return items
+        return items, version
+
+    def watch(self, kind: str, resource_version: str, namespace: str | None = None,
+              timeout_seconds: int = 300) -> Watch:
+        """The changes after `resource_version` (from `listing`), as a stream the server ends after
+        `timeout_seconds`; bookmarks asked for. 410 Gone (at once or as an ERROR event) raises Expired."""
+        resource = RESOURCES[kind]
+        call = self._call("watch", kind, _collection(resource, namespace), many=True)
+        query = [("watch", "1"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
+                 ("timeoutSeconds", str(timeout_seconds))]
+        with map_exceptions(call):
+            params = self.api_client.param_serialize(
+                method="GET", resource_path=resource.path(namespace), query_params=query,
+                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+            # Each read may wait for the server's own end of the stream, and then some.
+            response = self.api_client.call_api(*params, _request_timeout=(min(CONNECT_TIMEOUT, self.timeout),
+                                                                           timeout_seconds + self.timeout))
+            if not 200 <= response.status < 300:
+                raise answer_error(call, response.status, response.reason or "", response.read())
+        return Watch(response.response, call)
+
+    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[JSON]:
+        return self.listing(kind, namespace, label_selector)[0]
 
     def create(self, kind: str, namespace: str | None, body: JSON) -> JSON:
         what = describe(kind, str((body.get("metadata") or {}).get("name", "")), namespace)
@@ -309,6 +348,59 @@ class Client:
     def delete(self, kind: str, name: str, namespace: str | None = None) -> JSON:
         return self.request("DELETE", RESOURCES[kind].path(namespace, name),
                             self._call("delete", kind, describe(kind, name, namespace)))
+
+
+def _collection(resource: Resource, namespace: str | None) -> str:
+    return f"{resource.plural} in namespace {namespace}" if namespace else resource.plural
+
+
+class Watch:
+    """One watch request's events, as the server sends them: iterate in one thread; `close()` from any thread
+    ends the iteration (the socket is shut down under it)."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, call: Call) -> None:
+        self._response, self._call = response, call
+
+    def __iter__(self) -> Iterator[JSON]:
+        """ADDED, MODIFIED, DELETED and BOOKMARK events until the server ends the stream. An ERROR event raises its
+        error (Expired for 410); a stream cut in the middle raises Unreachable."""
+        pending = b""
+        with map_exceptions(self._call):
+            try:
+                for chunk in self._response.stream(amt=None, decode_content=True):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield self._event(line)
+            except urllib3.exceptions.ProtocolError as exc:  # the connection ended without the stream's end
+                self._response.close()
+                raise Unreachable(f"the watch of {self._call.what} from the API server at {self._call.host} was cut "
+                                  f"off ({_short(exc)})", self._call.what) from None
+            except BaseException:  # closed, or abandoned half-read: the connection cannot be used again
+                self._response.close()
+                raise
+        self._response.release_conn()
+        if pending.strip():
+            yield self._event(pending)
+
+    def _event(self, line: bytes) -> JSON:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+            raise KubeError(f"the API server at {self._call.host} sent a watch event that is not JSON for "
+                            f"{self._call.what}: {line[:200]!r}", self._call.what)
+        if event.get("type") == "ERROR":
+            status = event["object"]
+            code = status.get("code") if isinstance(status.get("code"), int) else 500
+            raise answer_error(self._call, code, str(status.get("reason") or ""), json.dumps(status))
+        return event
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # already closed, or never connected: nothing to end
+            self._response.shutdown()
 
 
 HOME_KUBECONFIG = "~/.kube/config"

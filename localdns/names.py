@@ -14,10 +14,15 @@ CACHE_DAEMONSET = "localdns-cache"
 KUBE_DNS_COPY = "localdns-kube-dns"
 CLUSTER_DOMAIN = "cluster.local"  # kubelet's default --cluster-domain
 
-# A namespace opts in with this label; the MutatingWebhookConfiguration selects namespaces by it.
+# A namespace opts in with this label; the MutatingWebhookConfiguration selects namespaces by it. With the value
+# dry-run its pods keep their DNS and are only annotated with what would have been injected.
 INJECT_LABEL = "localdns.io/inject"
 INJECT_ENABLED = "enabled"
+INJECT_DRY_RUN = "dry-run"
 OPT_IN_SELECTOR = f"{INJECT_LABEL}={INJECT_ENABLED}"
+DRY_RUN_SELECTOR = f"{INJECT_LABEL}={INJECT_DRY_RUN}"
+# The webhook's path for each label value: one entry of the MutatingWebhookConfiguration each, the same Service.
+WEBHOOK_PATHS = {INJECT_ENABLED: "/mutate", INJECT_DRY_RUN: "/dry-run"}
 
 # What certs writes: the label that marks a Secret as its own (others are only read), and when it last wrote the
 # caBundle (an annotation on the MutatingWebhookConfiguration; rotation waits count from it).

@@ -24,13 +24,15 @@ stops:
   the whole old and new object, as admission sees it) before the object is stored; it refuses by raising ApiError
   (tests/deploy/admission.py evaluates a ValidatingAdmissionPolicy's CEL this way). The requester is `user`, with
   `user_extra` (e.g. the node-name claim of a pod's service account token).
-Not implemented (answers 400/405 rather than pretending): watch, server-side apply, deletecollection,
+- watch (`?watch=1`): chunked JSON events from a resourceVersion, 410 Expired for a compacted one, bookmarks,
+  timeoutSeconds; see tests/kubeapi_watch.py.
+Not implemented (answers 400/405 rather than pretending): server-side apply, deletecollection,
 validation of object schemas, finalizers and graceful deletion, namespace termination.
 
-The resource table, selectors and merge rules are in tests/kubeapi_rules.py.
-Test hooks: `forbid(...)`, `conflict_next(...)`, `before_next(...)`, `delay(...)`, `admit(...)`, `seed(...)`,
-`get_object(...)`,
-`requests` (every request, in order). Use as a context manager; `client()` and `kubeconfig_path` point at it.
+The resource table, selectors and merge rules are in tests/kubeapi_rules.py, the watch in tests/kubeapi_watch.py.
+Test hooks: `forbid(...)`, `conflict_next(...)`, `before_next(...)` (also for verb "watch"), `delay(...)`,
+`admit(...)`, `seed(...)`, `get_object(...)`, `requests` (every request, in order), `watches` (end, drop, compact,
+bookmark). Use as a context manager; `client()` and `kubeconfig_path` point at it.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ from tests.kubeapi_rules import (
     strip_type,
     without,
 )
+from tests.kubeapi_watch import History
 
 
 @dataclass
@@ -85,6 +88,12 @@ class _Target:
     namespace: str | None
     name: str | None
     subresource: str | None
+
+
+@dataclass
+class _WatchRequest:
+    target: _Target
+    query: dict[str, list[str]]
 
 
 @dataclass
@@ -127,6 +136,7 @@ class FakeKubeAPI:
         self._resource_version = 1
         self._faults = _Faults()
         self._stopping = threading.Event()
+        self.watches = History(self._lock)
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-kube-api",
@@ -149,6 +159,7 @@ class FakeKubeAPI:
 
     def stop(self) -> None:
         self._stopping.set()  # wakes delayed handlers
+        self.watches.end()  # and ends open watch streams, as a server shutting down does
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -339,6 +350,7 @@ class FakeKubeAPI:
             return body
         self._bump(body)
         self._store[key] = body
+        self.watches.record("ADDED", target.type, target.namespace, body)
         return body
 
     def _write(self, target: _Target, old: dict, new: dict, dry_run: bool) -> dict:
@@ -373,6 +385,7 @@ class FakeKubeAPI:
             return new
         self._bump(new)
         self._store[self._key(target, target.name)] = new
+        self.watches.record("MODIFIED", target.type, target.namespace, new)
         return new
 
     def _list(self, target: _Target, query: dict[str, list[str]]) -> dict:
@@ -432,10 +445,13 @@ class FakeKubeAPI:
         if not dry_run:
             del self._store[self._key(target, target.name or "")]
             self._resource_version += 1
+            gone = copy.deepcopy(obj)  # a DELETED event carries the version of the deletion
+            gone["metadata"]["resourceVersion"] = str(self._resource_version)
+            self.watches.record("DELETED", target.type, target.namespace, gone)
         return obj
 
     # ---- HTTP ----
-    def _serve(self, method: str, raw_path: str, headers: Any, raw_body: bytes) -> tuple[int, dict]:
+    def _serve(self, method: str, raw_path: str, headers: Any, raw_body: bytes) -> tuple[int, Any]:
         url = urlsplit(raw_path)
         query = parse_qs(url.query)
         content_type = (headers.get("Content-Type") or "").split(";")[0].strip() or None
@@ -461,7 +477,7 @@ class FakeKubeAPI:
                 verb = "watch"
             record.verb, record.resource = verb or method.lower(), target.type.plural
             record.namespace, record.name, record.subresource = target.namespace, target.name, target.subresource
-            if verb is None or verb == "watch" or (verb == "create" and target.name) or (
+            if verb is None or (verb == "create" and target.name) or (
                     verb in ("update", "patch") and not target.name) or (verb == "delete" and not target.name):
                 raise ApiError(405, "MethodNotAllowed", f"{method} {url.path} is not supported by FakeKubeAPI")
             status, body = self._answer(verb, target, query, content_type, record.body)
@@ -470,7 +486,8 @@ class FakeKubeAPI:
         record.status = status
         return status, body
 
-    def _answer(self, verb: str, target: _Target, query: dict, content_type: str | None, body: Any) -> tuple[int, dict]:
+    def _answer(self, verb: str, target: _Target, query: dict, content_type: str | None,
+                body: Any) -> tuple[int, Any]:
         name = target.name
         if verb == "create" and isinstance(body, dict) and isinstance(body.get("metadata"), dict):
             name = body["metadata"].get("name")
@@ -496,6 +513,8 @@ class FakeKubeAPI:
             dry_run = "All" in query.get("dryRun", [])
             if verb in ("create", "update") and not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "the request body must be a JSON object")
+            if verb == "watch":
+                return 200, _WatchRequest(target, query)  # streamed by the handler, outside the lock
             if verb == "get":
                 return 200, copy.deepcopy(self._existing(target))
             if verb == "list":
@@ -508,6 +527,17 @@ class FakeKubeAPI:
                 return 200, copy.deepcopy(self._patch(target, content_type or "", body, dry_run))
             return 200, copy.deepcopy(self._delete(target, body, dry_run))
 
+    def _stream(self, handler: BaseHTTPRequestHandler, request: _WatchRequest) -> None:
+        target = request.target
+
+        def snapshot() -> tuple[list[dict], int]:
+            objects = [copy.deepcopy(obj) for key, obj in sorted(self._store.items())
+                       if key[:2] == (target.type.group, target.type.plural)
+                       and (target.namespace is None or key[2] == target.namespace)]
+            return objects, self._resource_version
+
+        self.watches.serve(handler, target.type, target.namespace, request.query, snapshot, self._stopping)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
@@ -518,6 +548,9 @@ class FakeKubeAPI:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, body = api._serve(self.command, self.path, self.headers, raw)
+                if isinstance(body, _WatchRequest):
+                    api._stream(self, body)
+                    return
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

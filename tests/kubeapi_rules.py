@@ -51,6 +51,7 @@ RESOURCE_TYPES: list[ResourceType] = [
         ("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False),
     ]),
     *_types("coordination.k8s.io", "v1", [("leases", "Lease", True)]),
+    *_types("networking.k8s.io", "v1", [("networkpolicies", "NetworkPolicy", True, False, True)]),
 ]
 
 # Field selectors the real server accepts beyond metadata.name and metadata.namespace.

@@ -38,20 +38,33 @@ def _settings() -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from webhook.app import create_app
+    from webhook.metrics import Metrics
     from webhook.server import serve
 
     settings = _settings()
     logging.getLogger("localdns.webhook").info("settings: %s", settings.describe())
     limits = dataclasses.replace(DEFAULT_LIMITS, max_connections=args.max_connections)
-    serve(create_app(settings, max_body_bytes=args.max_body_bytes), args.tls_cert, args.tls_key, args.host,
-          args.port, drain_seconds=args.drain_seconds, limits=limits)
+    metrics = Metrics()
+    view = None
+    if args.networkpolicies == "watch":
+        from webhook.netpolview import PolicyView  # the Kubernetes client: for serve only
+
+        view = PolicyView.from_credentials(args.kubeconfig, args.api_timeout, settings.local_ip, metrics)
+        view.start()
+    try:
+        serve(create_app(settings, metrics, max_body_bytes=args.max_body_bytes, networkpolicies=view), args.tls_cert,
+              args.tls_key, args.host, args.port, drain_seconds=args.drain_seconds, limits=limits)
+    finally:
+        if view is not None:
+            view.stop()
     return 0
 
 
 def _preview(args: argparse.Namespace) -> int:
     from webhook.preview import run
 
-    run(args.file, args.namespace, _settings(), cluster_dns=args.cluster_dns, node_resolv_conf=args.node_resolv_conf)
+    run(args.file, args.namespace, _settings(), cluster_dns=args.cluster_dns, node_resolv_conf=args.node_resolv_conf,
+        dry_run=args.dry_run)
     return 0
 
 
@@ -80,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-connections", type=int, default=DEFAULT_LIMITS.max_connections,
                        help=f"connections open at once; at the limit the one that waited longest for its client is "
                             f"closed (default {DEFAULT_LIMITS.max_connections})")
+    serve.add_argument("--networkpolicies", choices=("watch", "off"), default="watch",
+                       help="watch: keep a view of every NetworkPolicy and leave pods whose policies block DNS to the "
+                            "local IP on kube-dns (needs list and watch on networkpolicies); off: no check "
+                            "(default watch)")
+    serve.add_argument("--kubeconfig", help="credentials for the NetworkPolicy view (default: $KUBECONFIG; in a pod, "
+                                            "its ServiceAccount; else ~/.kube/config)")
+    serve.add_argument("--api-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="give up on one call to the API server after this long (default 30)")
     serve.set_defaults(func=_serve)
 
     preview = subparsers.add_parser("preview", help="show what the webhook would do to a pod or workload")
@@ -90,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"kubelet's --cluster-dns, to show the file of a pod left unchanged "
                               f"(default {DEFAULT_CLUSTER_DNS})")
     preview.add_argument("--node-resolv-conf", help="a node's resolv.conf, for pods that use the node's DNS")
+    preview.add_argument("--dry-run", action="store_true",
+                         help="as in a namespace labelled localdns.io/inject=dry-run: the pod keeps its DNS and gets "
+                              "only the annotation localdns.io/dry-run")
     preview.set_defaults(func=_preview)
 
     # The handed-over commands parse their own options (and --help): everything after the name is theirs.

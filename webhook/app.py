@@ -1,4 +1,5 @@
-"""The HTTP surface: POST /mutate, GET /healthz, /readyz and /metrics. Decisions live in policy.py."""
+"""The HTTP surface: POST /mutate and /dry-run, GET /healthz, /readyz and /metrics. What is done to a pod lives in
+admit.py (the decision in policy.py)."""
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
 from webhook import logs, review
+from webhook.admit import admit
 from webhook.config import BODY_ALLOWANCE_BYTES, DEFAULT_LIMITS, DEFAULT_MAX_BODY_BYTES, Settings
 from webhook.metrics import OUTCOMES, Metrics
-from webhook.patch import patch_for
-from webhook.policy import decide
+from webhook.netpol import NetworkPolicies
 
 log = logging.getLogger("localdns.webhook")
 
@@ -66,7 +67,9 @@ async def read_body(request: Request, limit: int, budget: BodyBudget | None = No
 
 def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               body_budget_bytes: int = DEFAULT_LIMITS.body_budget_bytes) -> FastAPI:
+               body_budget_bytes: int = DEFAULT_LIMITS.body_budget_bytes,
+               networkpolicies: NetworkPolicies | None = None) -> FastAPI:
+    """The app; `networkpolicies` is the view pods are checked against (none: no check, as when unsynced)."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
     budget = BodyBudget(body_budget_bytes)
@@ -79,7 +82,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
     admitted = {outcome: metrics.admissions.labels(outcome) for outcome in OUTCOMES}
     in_flight, duration, warned = metrics.in_flight, metrics.duration, metrics.warnings
 
-    async def mutate(request: Request) -> Response:
+    async def mutate(request: Request, dry_run: bool = False) -> Response:
         started = time.perf_counter()
         in_flight.inc()
         outcome = "error"
@@ -99,7 +102,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
                 outcome = "bad-request"
                 log.warning("rejected admission request: %s", logs.text(str(error)))
                 return JSONResponse({"error": str(error)}, status_code=400)
-            answer, outcome = answer_review(admission, settings)
+            answer, outcome = answer_review(admission, settings, networkpolicies, dry_run)
             if "warnings" in answer["response"]:
                 warned.inc()
             return Response(review.compact_json(answer).encode(), media_type="application/json")
@@ -111,6 +114,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
     # A plain Starlette route: the body is read and checked here, so FastAPI's per-request endpoint machinery
     # (dependency solving, response model handling) would only add cost on the one path that runs per admission.
     app.router.add_route("/mutate", mutate, methods=["POST"])
+
+    async def mutate_dry_run(request: Request) -> Response:  # the entry for namespaces labelled inject=dry-run
+        return await mutate(request, dry_run=True)
+
+    app.router.add_route("/dry-run", mutate_dry_run, methods=["POST"])
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -129,24 +137,27 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None,
     return app
 
 
-def answer_review(admission: review.AdmissionRequest, settings: Settings) -> tuple[dict[str, Any], str]:
+def answer_review(admission: review.AdmissionRequest, settings: Settings,
+                  networkpolicies: NetworkPolicies | None = None, dry_run: bool = False) -> tuple[dict[str, Any], str]:
     """The AdmissionReview answer and the outcome label. Never raises: an internal error allows the pod as is."""
     if not admission.is_pod_create:
         return review.response(admission), "ignored"
     pod = admission.object
     try:
-        decision = decide(pod, admission.namespace, settings)
-        patch = patch_for(pod, decision)
+        policies = networkpolicies.in_namespace(admission.namespace) \
+            if networkpolicies is not None and networkpolicies.synced else None
+        admitted = admit(pod, admission.namespace, settings, policies, dry_run)
     except Exception:  # a bug must not cost the pod its creation: answer allowed, unchanged, and say so
         log.exception("uid=%s pod=%s/%s: internal error, pod left unchanged", logs.field(admission.uid),
                       logs.field(admission.namespace), _pod_name(pod))
         return review.response(admission, warnings=["localdns: internal error, DNS settings left unchanged"]), "error"
+    decision = admitted.decision
     if log.isEnabledFor(logging.INFO):  # the line is built only when someone reads it
+        rollout = f"dry-run (would {decision.outcome.value})" if dry_run else decision.outcome.value
         logs.info_line(log, f"uid={logs.field(admission.uid)} pod={logs.field(admission.namespace)}/{_pod_name(pod)} "
-                            f"outcome={decision.outcome.value}{' (dry run)' if admission.dry_run else ''}: "
+                            f"outcome={rollout}{' (dry run)' if admission.dry_run else ''}: "
                             f"{logs.text(decision.reason)}")
-    warnings = [decision.warning] if decision.warning else None
-    return review.response(admission, patch, warnings), decision.outcome.value
+    return review.response(admission, admitted.patch, list(admitted.warnings)), admitted.outcome
 
 
 def _pod_name(pod: dict[str, Any]) -> str:

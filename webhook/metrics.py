@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
-# Outcomes beyond the policy's three: a review for something that is not a Pod CREATE, a rejected body, and an
-# internal error (answered with allowed and no patch, so the pod is still created).
-OUTCOMES = ("inject", "already-injected", "skip", "ignored", "bad-request", "error")
+# Outcomes beyond the policy's three: every Pod CREATE reviewed for a dry-run namespace (the pod is not changed), a
+# review for something that is not a Pod CREATE, a rejected body, and an internal error (answered with allowed and
+# no patch, so the pod is still created).
+OUTCOMES = ("inject", "already-injected", "skip", "dry-run", "ignored", "bad-request", "error")
 
 
 class Metrics:
@@ -30,6 +31,13 @@ class Metrics:
         self.certificate_expiry = Gauge(
             "localdns_webhook_certificate_expiry_timestamp_seconds",
             "Unix time when the serving certificate in use expires.", registry=self.registry)
+        self.networkpolicies_synced = Gauge(
+            "localdns_webhook_networkpolicies_synced",
+            "1 when the webhook holds every NetworkPolicy of the cluster and checks pods against them; 0 before "
+            "the first list and while listing fails (pods are then injected without the check).",
+            registry=self.registry)
+        self.networkpolicies = Gauge(
+            "localdns_webhook_networkpolicies", "NetworkPolicies the webhook holds.", registry=self.registry)
         for outcome in OUTCOMES:  # export zeros so dashboards and alerts see every series from the start
             self.admissions.labels(outcome)
         for result in ("success", "failure"):

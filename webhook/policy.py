@@ -17,6 +17,9 @@ from webhook.config import MAX_NDOTS, Settings
 INJECT_ANNOTATION = "localdns.io/inject"
 NDOTS_ANNOTATION = "localdns.io/ndots"
 INJECTED_ANNOTATION = "localdns.io/injected"
+# In a dry-run namespace (label localdns.io/inject=dry-run) pods keep their DNS and get only this annotation, whose
+# value is what INJECTED_ANNOTATION would have said.
+DRY_RUN_ANNOTATION = "localdns.io/dry-run"
 OPT_OUT_VALUES = ("disabled", "false")
 OPT_IN_VALUES = ("enabled", "true")
 # A namespace name is a DNS label. Longer ones (never from kube-apiserver) are not cached, which bounds the cache.

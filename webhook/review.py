@@ -148,6 +148,8 @@ def check_pod(pod: Any) -> None:
     _field(metadata, "generateName", str, "", "metadata.generateName", "a string")
     _all_strings(_field(metadata, "annotations", dict, {}, "metadata.annotations", "an object"),
                  "metadata.annotations")
+    # NetworkPolicies select pods by these (admit.py)
+    _all_strings(_field(metadata, "labels", dict, {}, "metadata.labels", "an object"), "metadata.labels")
     spec = _field(pod, "spec", dict, {}, "request.object.spec", "an object")
     _field(spec, "dnsPolicy", str, "", "spec.dnsPolicy", "a string")
     _field(spec, "hostNetwork", bool, False, "spec.hostNetwork", "a boolean")

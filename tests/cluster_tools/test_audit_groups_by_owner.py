@@ -48,7 +48,8 @@ def test_untouched_pods_carry_the_webhooks_reason(api, cli):
     owners = {u["pod"]: u["owner"] for u in data["untouched"]}
     assert owners["node-exporter-00000"] == "daemonset/node-exporter"
     summary = data["namespaces"][0]
-    assert summary == {"name": "shop", "readable": True, "pods": 14, "injected": 1, "needsRestart": 9, "untouched": 4}
+    assert summary == {"name": "shop", "mode": "enabled", "readable": True, "pods": 14, "injected": 1,
+                       "needsRestart": 9, "wouldInject": 0, "untouched": 4}
 
 
 def test_table_is_readable_and_yaml_matches_json(api, cli):

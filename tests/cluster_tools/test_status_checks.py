@@ -17,22 +17,32 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def webhook_entry(name: str, mode: str, path: str, bundle: str | None) -> dict:
+    client_config: dict = {"service": {"namespace": NS, "name": "localdns-webhook", "path": path, "port": 443}}
+    if bundle is not None:
+        client_config["caBundle"] = bundle
+    return {"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore",
+            "timeoutSeconds": 2, "namespaceSelector": {"matchLabels": {"localdns.io/inject": mode}},
+            "clientConfig": client_config,
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}
+
+
+def webhook_configuration(bundle: str | None, entries: tuple[tuple[str, str, str], ...] = (
+        ("inject.localdns.io", "enabled", "/mutate"), ("dry-run.localdns.io", "dry-run", "/dry-run"))) -> dict:
+    """The MutatingWebhookConfiguration of deploy/ with its caBundle set: one entry per label value."""
+    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "localdns-webhook"},
+            "webhooks": [webhook_entry(name, mode, path, bundle) for name, mode, path in entries]}
+
+
 def install(api, *, ca=None, serving=None, webhook_ready: int = 2, cache_ready: tuple[str, ...] = ("node-1", "node-2"),
             nodes: int = 2, ca_bundle: bytes | None = None):
     """What `kubectl apply -k deploy/` plus `certs bootstrap` leave in the cluster, with controllers' status."""
     ca = ca or new_ca()
     serving = serving or new_serving_cert(ca, service_dns_names("localdns-webhook", NS))
     w.namespace(api, NS, opted_in=False)
-    api.seed({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-              "metadata": {"name": "localdns-webhook"},
-              "webhooks": [{"name": "inject.localdns.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                            "failurePolicy": "Ignore", "timeoutSeconds": 2,
-                            "namespaceSelector": {"matchLabels": {"localdns.io/inject": "enabled"}},
-                            "clientConfig": {"service": {"namespace": NS, "name": "localdns-webhook",
-                                                         "path": "/mutate", "port": 443},
-                                             "caBundle": b64(ca.cert_pem() if ca_bundle is None else ca_bundle)},
-                            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                                       "resources": ["pods"]}]}]})
+    bundle = b64(ca.cert_pem() if ca_bundle is None else ca_bundle)
+    api.seed(webhook_configuration(bundle))
     api.seed({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
               "metadata": {"name": "localdns-webhook-tls", "namespace": NS},
               "data": {"tls.crt": b64(serving.cert_pem()), "tls.key": b64(serving.key_pem()),
@@ -71,8 +81,8 @@ def test_healthy_installation(api, cli):
     assert states == {"webhook configuration": "ok", "certificate": "ok", "served certificate": "unknown",
                       "webhook": "ok", "cache": "ok", "namespaces": "ok"}
     assert "port-forward" in checks(result)["served certificate"]["detail"]
-    assert result.json()["namespaces"][0] | {} == {"name": "shop", "readable": True, "pods": 2, "injected": 2,
-                                                   "needsRestart": 0, "untouched": 0}
+    assert result.json()["namespaces"][0] | {} == {"name": "shop", "mode": "enabled", "readable": True, "pods": 2,
+                                                   "injected": 2, "needsRestart": 0, "wouldInject": 0, "untouched": 0}
     text = cli("status")
     assert text.code == 0 and "localdns is healthy" in text.out and "shop" in text.out
 
@@ -175,3 +185,38 @@ def test_forbidden_secret_is_partial_not_healthy(api, cli):
     assert result.code == 3
     assert checks(result)["certificate"]["state"] == "unknown"
     assert result.json()["partial"] is True and result.json()["healthy"] is False
+
+
+def test_configuration_with_both_entries_is_ok_and_each_must_use_its_path(api, cli):
+    ca, _ = install(api)
+    bundle = b64(ca.cert_pem())
+    ok = checks(cli("status", "-o", "json"))["webhook configuration"]
+    assert ok["state"] == "ok" and ok["detail"] == "localdns-webhook: 2 webhooks, caBundle set"
+    # The dry-run label sent to /mutate: pods meant only to be annotated would be changed.
+    crossed = webhook_configuration(bundle, (("inject.localdns.io", "enabled", "/mutate"),
+                                             ("dry-run.localdns.io", "dry-run", "/mutate")))
+    w.edit(api, "mutatingwebhookconfigurations", None, "localdns-webhook", lambda mwc: mwc.update(crossed))
+    result = cli("status", "-o", "json")
+    assert result.code == 1 and checks(result)["webhook configuration"]["state"] == "fail"
+    assert "dry-run.localdns.io sends namespaces labelled localdns.io/inject=dry-run to /mutate, not /dry-run: " \
+           "their pods are changed instead of only annotated" in checks(result)["webhook configuration"]["detail"]
+
+
+def test_configuration_from_before_the_dry_run_entry_is_a_warning(api, cli):
+    ca, _ = install(api)
+    older = webhook_configuration(b64(ca.cert_pem()), (("inject.localdns.io", "enabled", "/mutate"),))
+    w.edit(api, "mutatingwebhookconfigurations", None, "localdns-webhook", lambda mwc: mwc.update(older))
+    found = checks(cli("status", "-o", "json"))["webhook configuration"]
+    assert found["state"] == "warn"
+    assert "no entry for localdns.io/inject=dry-run: namespaces labelled so are not reviewed at all" in found["detail"]
+
+
+def test_entries_with_different_ca_bundles_are_a_warning(api, cli):
+    install(api)
+
+    def split(mwc: dict) -> None:
+        mwc["webhooks"][1]["clientConfig"]["caBundle"] = b64(new_ca("stale").cert_pem())
+
+    w.edit(api, "mutatingwebhookconfigurations", None, "localdns-webhook", split)
+    found = checks(cli("status", "-o", "json"))["webhook configuration"]
+    assert found["state"] == "warn" and "the entries carry different caBundles" in found["detail"]

@@ -30,8 +30,9 @@ def template(annotations: dict | None = None, **spec: Any) -> dict:
             "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}], **spec}}
 
 
-def namespace(api: FakeKubeAPI, name: str, opted_in: bool = True) -> dict:
-    labels = {"kubernetes.io/metadata.name": name} | ({"localdns.io/inject": "enabled"} if opted_in else {})
+def namespace(api: FakeKubeAPI, name: str, opted_in: bool = True, dry_run: bool = False) -> dict:
+    mode = "dry-run" if dry_run else "enabled" if opted_in else None
+    labels = {"kubernetes.io/metadata.name": name} | ({"localdns.io/inject": mode} if mode else {})
     return api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
 
 
@@ -55,6 +56,11 @@ def pod(api: FakeKubeAPI, ns: str, name: str, owner: dict | None = None, *, inje
     ready = phase == "Running"
     return api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
                      "status": {"phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}]}})
+
+
+def network_policy(api: FakeKubeAPI, ns: str, name: str, spec: dict) -> dict:
+    return api.seed({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                     "metadata": {"name": name, "namespace": ns}, "spec": spec})
 
 
 def _workload(api: FakeKubeAPI, kind: str, ns: str, name: str, spec: dict, status: dict,

@@ -49,3 +49,27 @@ def test_names_in_the_doc_exist() -> None:
     for path in set(re.findall(r"`(deploy/[\w./-]+)`", text)):
         assert (ROOT / path.rstrip("/")).exists(), path
     assert set(p.name for p in (DEPLOY / "components").iterdir()) == set(ALL_COMPONENTS)
+
+
+def test_the_networkpolicy_rule_in_the_guide_lets_dns_through_and_is_the_warnings() -> None:
+    """The NetworkPolicy section's example is a valid policy (the 1.35 schema) that the webhook judges to allow DNS
+    to the local IP, only thanks to the localdns rule; and that rule is the one the webhook's warning gives."""
+    import kubernetes_validate
+
+    from webhook import netpol
+    section = DOC.read_text().split("## NetworkPolicy\n", 1)[1].split("\n## ", 1)[0]
+    rule_block, policy_block = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    [rule] = yaml.safe_load(rule_block)
+    policy = yaml.safe_load(policy_block)
+    kubernetes_validate.validate(policy, "1.35", strict=True)
+    local_ip = yaml.safe_load((DEPLOY / "cluster" / "cluster.yaml").read_text())["data"]["localIP"]
+    assert policy["spec"]["egress"][-1] == rule
+    assert [rule] == yaml.safe_load(netpol.egress_rule(local_ip))
+
+    def reach(obj: dict) -> tuple[bool, bool]:
+        result = netpol.reach({"app": "web"}, [netpol.compile_policy(obj, local_ip)])
+        return result.udp, result.tcp
+
+    assert reach(policy) == (True, True)
+    without = {**policy, "spec": {**policy["spec"], "egress": policy["spec"]["egress"][:-1]}}
+    assert reach(without) == (False, False)

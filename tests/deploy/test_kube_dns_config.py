@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.deploy.rbac import rbac_allows
 from tests.deploy.render import container, expanded_args, find, find_all, flag_values, pod_spec, rendered
-from tests.deploy.test_names_match_code import rbac_allows
 
 ACCOUNT = "system:serviceaccount:localdns-system:localdns-webhook"
 KUBE_DNS_DATA = {"stubDomains": '{"acme.local": ["10.0.0.53"]}', "upstreamNameservers": '["10.0.0.54"]',

@@ -16,7 +16,6 @@ from tests.deploy.render import (
     container,
     expanded_args,
     find,
-    find_all,
     flag_values,
     plain_env,
     pod_spec,
@@ -48,11 +47,25 @@ def test_object_names_are_the_code_constants(default) -> None:
 def test_opt_in_label_is_the_code_constant(default) -> None:
     from localdns import names
     from webhook import policy
-    selector = find(default, "MutatingWebhookConfiguration", names.WEBHOOK)["webhooks"][0]["namespaceSelector"]
-    assert selector["matchLabels"] == {names.INJECT_LABEL: names.INJECT_ENABLED}
+    entries = find(default, "MutatingWebhookConfiguration", names.WEBHOOK)["webhooks"]
+    assert [e["namespaceSelector"]["matchLabels"] for e in entries] == [
+        {names.INJECT_LABEL: names.INJECT_ENABLED}, {names.INJECT_LABEL: names.INJECT_DRY_RUN}]
     assert f"{names.INJECT_LABEL}={names.INJECT_ENABLED}" == names.OPT_IN_SELECTOR == "localdns.io/inject=enabled"
+    assert f"{names.INJECT_LABEL}={names.INJECT_DRY_RUN}" == names.DRY_RUN_SELECTOR == "localdns.io/inject=dry-run"
+    assert policy.DRY_RUN_ANNOTATION == "localdns.io/dry-run"
     # The opt-out annotation shares the label's key, as the contract says; docs/install.md uses both.
     assert policy.INJECT_ANNOTATION == names.INJECT_LABEL and "disabled" in policy.OPT_OUT_VALUES
+
+
+def test_each_entry_path_is_a_route_of_the_webhook(default) -> None:
+    """The API server posts reviews to the paths of the configuration's entries; the app must answer there."""
+    from localdns import names
+    from webhook.app import create_app
+    paths = {e["clientConfig"]["service"]["path"]
+             for e in find(default, "MutatingWebhookConfiguration", names.WEBHOOK)["webhooks"]}
+    routes = {route.path for route in create_app().routes if "POST" in (getattr(route, "methods", None) or ())}
+    assert paths == set(names.WEBHOOK_PATHS.values()) == {"/mutate", "/dry-run"}
+    assert paths <= routes
 
 
 def test_webhook_serve_flags_parse_and_match_the_ports(default) -> None:
@@ -117,49 +130,15 @@ def test_certs_flags_parse(default, init: bool, name: str) -> None:
 
 # ---- RBAC as the API server evaluates it, against what `certs bootstrap` really requests ----
 
-def rbac_allows(rules: list[dict], verb: str, group: str, resource: str, name: str | None) -> bool:
-    """Kubernetes' RBAC rule match (rbac/v1 evaluation helpers): verb, API group, resource, and resourceNames,
-    which never match a create (its name is not part of the authorization request)."""
-    for rule in rules:
-        if not (verb in rule["verbs"] or "*" in rule["verbs"]):
-            continue
-        if not (group in rule["apiGroups"] or "*" in rule["apiGroups"]):
-            continue
-        if not (resource in rule["resources"] or "*" in rule["resources"]):
-            continue
-        names = rule.get("resourceNames") or []
-        if names and (verb == "create" or name not in names):
-            continue
-        return True
-    return False
-
-
 def test_certs_bootstrap_needs_no_more_than_the_granted_rbac(default) -> None:
     from certs.__main__ import main
-    from tests.kubeapi import ApiError, FakeKubeAPI
-
-    account = "system:serviceaccount:localdns-system:localdns-webhook"
-    [role] = find_all(default, "Role")
-    [cluster_role] = find_all(default, "ClusterRole")
-    denied: list[tuple] = []
-
-    class RBACEnforcingAPI(FakeKubeAPI):
-        def _answer(self, verb, target, query, content_type, body):
-            name = target.name
-            if verb == "create" and isinstance(body, dict):
-                name = (body.get("metadata") or {}).get("name")
-            rules = list(cluster_role["rules"])
-            if target.namespace == role["metadata"]["namespace"]:
-                rules += role["rules"]
-            if not rbac_allows(rules, verb, target.type.group, target.type.plural, target.name):
-                denied.append((verb, target.type.plural, target.namespace, name))
-                raise ApiError(403, "Forbidden", f"{account} cannot {verb} {target.type.plural} {name}")
-            return super()._answer(verb, target, query, content_type, body)
+    from tests.deploy.rbac import RBACEnforcingAPI
 
     bootstrap = container(find(default, "Deployment", "localdns-webhook"), "certs-bootstrap", init=True)
     args = expanded_args(bootstrap, POD_DOWNWARD)
     configuration = find(default, "MutatingWebhookConfiguration", "localdns-webhook")
-    with RBACEnforcingAPI(user=account) as api:
+    with RBACEnforcingAPI(default, "localdns-system", "localdns-webhook") as api:
+        denied = api.denied
         api.seed(configuration)
         # First install (creates, with a one-day certificate), a later pod start (reads), and a start with the
         # manifests' 90-day lifetime, which renews that certificate (replaces the Secret: update). Propagation 0:
@@ -176,8 +155,11 @@ def test_certs_bootstrap_needs_no_more_than_the_granted_rbac(default) -> None:
         secret = api.get_object("secrets", "localdns-webhook-tls", "localdns-system")
         assert secret is not None and secret["type"] == "kubernetes.io/tls"
         assert api.get_object("secrets", flag_values(args, "--ca-secret")[0], "localdns-system") is not None
-        bundle = api.get_object("mutatingwebhookconfigurations", "localdns-webhook")["webhooks"][0]["clientConfig"]
-        assert base64.b64decode(bundle["caBundle"]) == base64.b64decode(secret["data"]["ca.crt"])
+        # ... into every entry of the configuration (inject and dry-run).
+        entries = api.get_object("mutatingwebhookconfigurations", "localdns-webhook")["webhooks"]
+        assert len(entries) == 2
+        for entry in entries:
+            assert base64.b64decode(entry["clientConfig"]["caBundle"]) == base64.b64decode(secret["data"]["ca.crt"])
         # Every object it wrote is one the admission policy lets it create.
         created = {r.name or (r.body or {}).get("metadata", {}).get("name") for r in api.requests
                    if r.verb == "create"}
@@ -190,7 +172,7 @@ def test_webhook_and_its_configuration_exclude_the_same_namespaces(default) -> N
     from webhook.config import Settings
     env = plain_env(container(find(default, "Deployment", "localdns-webhook"), "webhook"))
     excluded = Settings.from_env(env).excluded_namespaces
-    selector = find(default, "MutatingWebhookConfiguration", "localdns-webhook")["webhooks"][0]["namespaceSelector"]
-    [expression] = selector["matchExpressions"]
-    assert set(expression["values"]) == set(excluded)
+    for entry in find(default, "MutatingWebhookConfiguration", "localdns-webhook")["webhooks"]:
+        [expression] = entry["namespaceSelector"]["matchExpressions"]
+        assert set(expression["values"]) == set(excluded), entry["name"]
     assert find(default, "Namespace", "localdns-system")["metadata"]["name"] in excluded

@@ -152,6 +152,7 @@ def test_default_install_has_the_expected_objects() -> None:
         ("DaemonSet", "localdns-cache"),
         ("Role", "localdns-webhook-certs"), ("RoleBinding", "localdns-webhook-certs"),
         ("ClusterRole", "localdns-webhook-certs"), ("ClusterRoleBinding", "localdns-webhook-certs"),
+        ("ClusterRole", "localdns-webhook-networkpolicies"), ("ClusterRoleBinding", "localdns-webhook-networkpolicies"),
         ("ValidatingAdmissionPolicy", "localdns-webhook-secret-create"),
         ("ValidatingAdmissionPolicyBinding", "localdns-webhook-secret-create"),
     ])

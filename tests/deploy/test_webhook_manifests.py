@@ -20,42 +20,58 @@ def default() -> list[dict]:
     return rendered(("builtin-certs",))
 
 
-def webhook_entry(objects: list[dict]) -> dict:
+def webhook_entries(objects: list[dict]) -> dict[str, dict]:
+    """The configuration's entries by the value of localdns.io/inject they select: enabled and dry-run."""
+    from localdns.names import INJECT_LABEL
     configuration = find(objects, "MutatingWebhookConfiguration", "localdns-webhook")
-    assert len(configuration["webhooks"]) == 1
-    return configuration["webhooks"][0]
+    entries = {entry["namespaceSelector"]["matchLabels"][INJECT_LABEL]: entry for entry in configuration["webhooks"]}
+    assert len(entries) == len(configuration["webhooks"]) == 2
+    return entries
+
+
+def webhook_entry(objects: list[dict]) -> dict:
+    return webhook_entries(objects)["enabled"]
 
 
 def test_webhook_never_blocks_a_pod(objects) -> None:
-    entry = webhook_entry(objects)
-    assert entry["failurePolicy"] == "Ignore"
-    assert 1 <= entry["timeoutSeconds"] <= 5
-    assert entry["sideEffects"] == "None"
-    assert entry["admissionReviewVersions"] == ["v1"]
-    assert entry["reinvocationPolicy"] == "IfNeeded"
+    for entry in webhook_entries(objects).values():
+        assert entry["failurePolicy"] == "Ignore", entry["name"]
+        assert 1 <= entry["timeoutSeconds"] <= 5
+        assert entry["sideEffects"] == "None"
+        assert entry["admissionReviewVersions"] == ["v1"]
+        assert entry["reinvocationPolicy"] == "IfNeeded"
 
 
 def test_webhook_only_sees_pod_creation(objects) -> None:
-    assert webhook_entry(objects)["rules"] == [{
-        "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"],
-        "scope": "Namespaced"}]
+    for entry in webhook_entries(objects).values():
+        assert entry["rules"] == [{
+            "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"],
+            "scope": "Namespaced"}]
 
 
 def test_namespace_selector_opts_in_and_excludes_system_namespaces(objects) -> None:
-    from localdns.names import INJECT_ENABLED, INJECT_LABEL
-    selector = webhook_entry(objects)["namespaceSelector"]
-    assert selector["matchLabels"] == {INJECT_LABEL: INJECT_ENABLED}
-    assert selector["matchExpressions"] == [{
-        "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}]
-    assert "objectSelector" not in webhook_entry(objects)  # pods opt out by annotation, which the webhook reads
+    from localdns.names import INJECT_DRY_RUN, INJECT_ENABLED, INJECT_LABEL
+    entries = webhook_entries(objects)
+    assert set(entries) == {INJECT_ENABLED, INJECT_DRY_RUN}
+    for mode, entry in entries.items():
+        selector = entry["namespaceSelector"]
+        assert selector["matchLabels"] == {INJECT_LABEL: mode}
+        assert selector["matchExpressions"] == [{
+            "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}]
+        assert "objectSelector" not in entry  # pods opt out by annotation, which the webhook reads
 
 
-def test_webhook_calls_its_service_on_mutate(objects) -> None:
-    entry = webhook_entry(objects)
-    assert entry["clientConfig"]["service"] == {
-        "namespace": NAMESPACE, "name": "localdns-webhook", "path": "/mutate", "port": 443}
-    # caBundle is written in the cluster; one in the manifest would be reset on every `kubectl apply`.
-    assert "caBundle" not in entry["clientConfig"]
+def test_each_entry_calls_the_same_service_at_its_path(objects) -> None:
+    from localdns.names import WEBHOOK_PATHS
+    entries = webhook_entries(objects)
+    assert {mode: entry["clientConfig"]["service"]["path"] for mode, entry in entries.items()} == WEBHOOK_PATHS
+    assert WEBHOOK_PATHS == {"enabled": "/mutate", "dry-run": "/dry-run"}  # DESIGN.md's names
+    for mode, entry in entries.items():
+        assert entry["clientConfig"]["service"] == {
+            "namespace": NAMESPACE, "name": "localdns-webhook", "path": WEBHOOK_PATHS[mode], "port": 443}
+        # caBundle is written in the cluster; one in the manifest would be reset on every `kubectl apply`.
+        assert "caBundle" not in entry["clientConfig"]
+    assert len({entry["name"] for entry in entries.values()}) == 2
     service = find(objects, "Service", "localdns-webhook", NAMESPACE)
     deployment = find(objects, "Deployment", "localdns-webhook", NAMESPACE)
     [port] = service["spec"]["ports"]
@@ -138,12 +154,18 @@ def test_cert_manager_replaces_the_builtin_certs() -> None:
     objects = rendered(("cert-manager",))
     deployment = find(objects, "Deployment", "localdns-webhook", NAMESPACE)
     assert [c["name"] for c in all_containers(deployment)] == ["webhook"]
-    assert not find_all(objects, "Role") and not find_all(objects, "ClusterRole")
+    # Only the NetworkPolicy view's grant is left: certs' Roles come with builtin-certs alone.
+    assert not find_all(objects, "Role")
+    assert [r["metadata"]["name"] for r in find_all(objects, "ClusterRole")] == ["localdns-webhook-networkpolicies"]
     assert not find_all(objects, "ValidatingAdmissionPolicy")
     configuration = find(objects, "MutatingWebhookConfiguration", "localdns-webhook")
     serving = find(objects, "Certificate", "localdns-webhook", NAMESPACE)
+    # The annotation is on the configuration, and cert-manager's CA injector writes the CA into the caBundle of
+    # every one of its entries (both: inject and dry-run); no entry carries a caBundle of its own.
     assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
         f"{NAMESPACE}/{serving['metadata']['name']}"
+    assert len(configuration["webhooks"]) == 2
+    assert not [entry for entry in configuration["webhooks"] if "caBundle" in entry["clientConfig"]]
     assert serving["spec"]["dnsNames"] == [
         "localdns-webhook", "localdns-webhook.localdns-system", "localdns-webhook.localdns-system.svc",
         "localdns-webhook.localdns-system.svc.cluster.local"]
@@ -163,32 +185,40 @@ def rules_of(objects: list[dict], kind: str) -> list[dict]:
     return [rule for role in find_all(objects, kind) for rule in role["rules"]]
 
 
+NETWORKPOLICY_VIEW = {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch"]}
+
+
 def test_rbac_is_limited_to_its_own_secret_and_webhook_configuration(default) -> None:
     for rule in rules_of(default, "Role") + rules_of(default, "ClusterRole"):
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         if rule.get("resourceNames"):
             continue
-        # The one grant RBAC cannot narrow by name: create (the name is not known at authorization time).
-        assert rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}
+        # The grants RBAC cannot narrow by name: create (the name is not known at authorization time), and the
+        # NetworkPolicy view's list and watch of every namespace (read-only: no get, no write).
+        assert rule in ({"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}, NETWORKPOLICY_VIEW)
     [role] = find_all(default, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
     secret_rules = [r for r in role["rules"] if r.get("resourceNames")]
     assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": list(certs_secrets(default)),
                              "verbs": ["get", "update", "patch"]}]
-    [cluster_rule] = rules_of(default, "ClusterRole")
-    assert cluster_rule == {"apiGroups": ["admissionregistration.k8s.io"],
-                            "resources": ["mutatingwebhookconfigurations"],
-                            "resourceNames": ["localdns-webhook"], "verbs": ["get", "update", "patch"]}
+    cluster_rules = {role["metadata"]["name"]: role["rules"] for role in find_all(default, "ClusterRole")}
+    assert cluster_rules == {
+        "localdns-webhook-certs": [{"apiGroups": ["admissionregistration.k8s.io"],
+                                    "resources": ["mutatingwebhookconfigurations"],
+                                    "resourceNames": ["localdns-webhook"], "verbs": ["get", "update", "patch"]}],
+        "localdns-webhook-networkpolicies": [NETWORKPOLICY_VIEW]}
 
 
 def test_roles_are_bound_to_the_webhook_service_account_only(default) -> None:
     deployment = find(default, "Deployment", "localdns-webhook", NAMESPACE)
     account = pod_spec(deployment)["serviceAccountName"]
-    for kind, role_kind in (("RoleBinding", "Role"), ("ClusterRoleBinding", "ClusterRole")):
-        [binding] = find_all(default, kind)
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
-        assert binding["roleRef"]["kind"] == role_kind
-        find(default, role_kind, binding["roleRef"]["name"])
+    for kind, role_kind, count in (("RoleBinding", "Role", 1), ("ClusterRoleBinding", "ClusterRole", 2)):
+        bindings = find_all(default, kind)
+        assert len(bindings) == count
+        for binding in bindings:
+            assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+            assert binding["roleRef"]["kind"] == role_kind
+            find(default, role_kind, binding["roleRef"]["name"])
     # Nothing is granted to the cache: it never talks to the API.
     daemonset = find(default, "DaemonSet", "localdns-cache", NAMESPACE)
     assert pod_spec(daemonset)["automountServiceAccountToken"] is False

@@ -98,3 +98,52 @@ def test_missing_or_broken_credentials_say_how_to_authenticate(api, tmp_path):
         kube.connect(str(tmp_path / "absent"))
     with pytest.raises(kube.CredentialsError, match="nope"):
         kube.connect(str(api.kubeconfig_path), context="nope")
+
+
+def test_a_watch_streams_events_after_the_lists_version_and_its_failures_are_the_same_family(api):
+    """kube-apiserver's watch contract (tests/kubeapi_watch.py): events after the list's resourceVersion; 410 for a
+    compacted one, as an ERROR event; refused (403) before the stream; cut in the middle."""
+    import threading
+
+    client = kube.connect(str(api.kubeconfig_path), timeout=5)
+    items, version = client.listing("Deployment", "shop")
+    assert [i["metadata"]["name"] for i in items] == ["web"] and version == items[0]["metadata"]["resourceVersion"]
+    watch = client.watch("Deployment", version, "shop")
+    seen: list[tuple[str, str]] = []
+    reader = threading.Thread(target=lambda: seen.extend((e["type"], e["object"]["metadata"]["name"]) for e in watch))
+    reader.start()
+    api.watches.wait_for_streams(1)
+    api.seed({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": "shop"},
+              "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {}}})
+    api.watches.end()
+    reader.join(10)
+    assert seen == [("ADDED", "api")]
+
+    api.watches.compact()
+    with pytest.raises(kube.Expired) as expired:
+        list(client.watch("Deployment", version, "shop"))
+    assert str(expired.value) == (f"deployments in namespace shop: the version to watch from is too old (410 Expired: "
+                                  f"too old resource version: {version} ({int(version) + 1})); list them again")
+
+    api.forbid("watch", "deployments")
+    with pytest.raises(kube.Forbidden) as forbidden:
+        client.watch("Deployment", version, "shop")
+    assert "grant the ServiceAccount 'watch' on deployments.apps" in str(forbidden.value)
+    api.allow_all()
+
+    cut = client.watch("Deployment", str(int(version) + 1), "shop")
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            list(cut)
+        except kube.KubeError as error:
+            failure.append(error)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    api.watches.wait_for_streams(1)
+    api.watches.drop()
+    reader.join(10)
+    [error] = failure
+    assert type(error) is kube.Unreachable and "was cut off" in str(error)

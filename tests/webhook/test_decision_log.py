@@ -37,7 +37,8 @@ def serve_and_admit(tls_files, level: str) -> str:
     env = {**os.environ, "LOCALDNS_LOG_LEVEL": level}
     process = subprocess.Popen(
         [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key), "--drain-seconds", "1"],
+         "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key), "--drain-seconds", "1",
+         "--networkpolicies", "off"],  # no cluster here: test_serve_networkpolicies.py serves with one
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         wait_until(lambda: accepts(port) or process.poll() is not None, "the webhook to listen")

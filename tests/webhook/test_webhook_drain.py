@@ -52,7 +52,8 @@ def served(tls_files):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key), "--drain-seconds", "20"],
+         "--tls-cert", str(tls_files.cert), "--tls-key", str(tls_files.key), "--drain-seconds", "20",
+         "--networkpolicies", "off"],  # no cluster here: test_serve_networkpolicies.py serves with one
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     try:
         wait_until(lambda: accepts(port) or process.poll() is not None, "the webhook to listen")

@@ -108,6 +108,16 @@ def test_host_network_pod_needs_the_nodes_file(tmp_path):
     assert section(output, "/etc/resolv.conf:") == "search ec2.internal\nnameserver 10.0.0.2\noptions timeout:1\n"
 
 
+def test_a_lists_items_are_previewed_in_their_own_namespaces(tmp_path):
+    """`kubectl get deploy -A -o yaml` is a List whose items each name their namespace (the List has none)."""
+    listing = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p-{ns}", "namespace": ns},
+         "spec": {"containers": [{"name": "c", "image": "x"}]}} for ns in ("shop", "payments")]}
+    output = preview_text(tmp_path, json.dumps(listing))
+    assert "== Pod p-shop in namespace shop\n" in output and "== Pod p-payments in namespace payments\n" in output
+    assert "search payments.svc.cluster.local svc.cluster.local cluster.local" in output
+
+
 def test_warning_is_printed(tmp_path):
     output = preview_text(tmp_path, "kind: Pod\nmetadata: {annotations: {localdns.io/ndots: lots}}\nspec: {}\n")
     assert "warning: localdns: annotation localdns.io/ndots must be an integer" in output
