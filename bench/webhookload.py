@@ -34,7 +34,10 @@ def _load(port: int, ca: Path, seconds: float, connections: int, rate: float | N
 SERVERS = {
     "webhook": lambda port, cert, key: [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1",
                                         "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key),
-                                        "--drain-seconds", "1"],
+                                        "--drain-seconds", "1",
+                                        # No cluster here: without a view to keep, the server is the admission path
+                                        # alone, as the floor is (the view's cost per admission: docs/webhook.md).
+                                        "--networkpolicies", "off"],
     "floor": lambda port, cert, key: [sys.executable, "-m", "bench.floor", "--port", str(port),
                                       "--tls-cert", str(cert), "--tls-key", str(key)],
 }
