@@ -31,16 +31,24 @@ class Metrics:
         self.certificate_expiry = Gauge(
             "localdns_webhook_certificate_expiry_timestamp_seconds",
             "Unix time when the serving certificate in use expires.", registry=self.registry)
-        self.networkpolicies_synced = Gauge(
-            "localdns_webhook_networkpolicies_synced",
-            "1 when the webhook holds every NetworkPolicy of the cluster and checks pods against them; 0 before "
-            "the first list and while listing fails (pods are then injected without the check).",
-            registry=self.registry)
-        self.networkpolicies = Gauge(
-            "localdns_webhook_networkpolicies", "NetworkPolicies the webhook holds.", registry=self.registry)
+        # Registered by the NetworkPolicy view when it starts: absent with `--networkpolicies off`, so that an alert
+        # on a view that cannot sync never fires where there is none.
+        self.networkpolicies_synced: Gauge | None = None
+        self.networkpolicies: Gauge | None = None
         for outcome in OUTCOMES:  # export zeros so dashboards and alerts see every series from the start
             self.admissions.labels(outcome)
         for result in ("success", "failure"):
             self.certificate_reloads.labels(result)
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         PlatformCollector(registry=self.registry)
+
+    def watch_networkpolicies(self) -> None:
+        """Export the NetworkPolicy view's gauges (from 0: not synced yet)."""
+        if self.networkpolicies_synced is None:
+            self.networkpolicies_synced = Gauge(
+                "localdns_webhook_networkpolicies_synced",
+                "1 when the webhook holds every NetworkPolicy of the cluster and checks pods against them; 0 before "
+                "the first list and while listing fails (pods are then injected without the check).",
+                registry=self.registry)
+            self.networkpolicies = Gauge(
+                "localdns_webhook_networkpolicies", "NetworkPolicies the webhook holds.", registry=self.registry)

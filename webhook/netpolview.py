@@ -45,6 +45,8 @@ class PolicyView:
                  backoff_first: float = BACKOFF_FIRST, backoff_cap: float = BACKOFF_CAP,
                  watch_seconds: int = WATCH_SECONDS) -> None:
         self._connect, self._local_ip, self._metrics = connect_client, local_ip, metrics
+        if metrics is not None:
+            metrics.watch_networkpolicies()
         self._backoff_first, self._backoff_cap, self._watch_seconds = backoff_first, backoff_cap, watch_seconds
         self._by_namespace: dict[str, tuple[netpol.Policy, ...]] = {}
         self._objects: dict[str, dict[str, netpol.Policy]] = {}  # the thread's own working copy
@@ -200,12 +202,12 @@ class PolicyView:
             log.info("NetworkPolicy check on: %d policies in %d namespaces", sum(map(len, self._objects.values())),
                      len(self._objects))
         self._synced = synced
-        if self._metrics is not None:
+        if self._metrics is not None and self._metrics.networkpolicies_synced is not None:
             self._metrics.networkpolicies_synced.set(1 if synced else 0)
         self._count()
 
     def _count(self) -> None:
-        if self._metrics is not None:
+        if self._metrics is not None and self._metrics.networkpolicies is not None:
             self._metrics.networkpolicies.set(sum(map(len, self._objects.values())))
 
 

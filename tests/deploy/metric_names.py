@@ -68,7 +68,9 @@ def exported_names() -> set[str]:
 
     settings, _ = config.load(["--listen=127.0.0.1:53", "--kube-dns=192.0.2.53"], environ={})
     cache_text = Daemon(settings, environ={}).metrics.render()[0].decode()
-    webhook_text = generate_latest(WebhookMetrics().registry).decode()
+    webhook = WebhookMetrics()
+    webhook.watch_networkpolicies()  # as serve does by default (--networkpolicies watch)
+    webhook_text = generate_latest(webhook.registry).decode()
     return exposition_names(cache_text) | exposition_names(webhook_text)
 
 
