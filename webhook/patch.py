@@ -29,17 +29,24 @@ _ANNOTATION_POINTER = _pointer(INJECTED_ANNOTATION)
 _DRY_RUN_POINTER = _pointer(DRY_RUN_ANNOTATION)
 
 
+def _annotated(pod: Mapping[str, Any], annotation: str, value: str) -> dict[str, Any]:
+    """A copy of the pod with `annotation` set; only metadata and its annotations are copied (null or absent ones
+    become objects, as the patch's `add` makes them)."""
+    result = dict(pod)
+    metadata = result["metadata"] = dict(result["metadata"]) if isinstance(result.get("metadata"), dict) else {}
+    annotations = metadata.get("annotations")
+    annotations = metadata["annotations"] = dict(annotations) if isinstance(annotations, dict) else {}
+    annotations[annotation] = value
+    return result
+
+
 def mutated_pod(pod: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
     """A copy of the pod with the decision applied (unchanged unless the outcome is INJECT).
 
     Only the parts the decision writes are copied; the rest is shared with `pod`, which is never modified."""
-    result = dict(pod)
     if decision.outcome is not Outcome.INJECT or decision.dns_config is None:
-        return result
-    metadata = result["metadata"] = dict(result["metadata"]) if isinstance(result.get("metadata"), dict) else {}
-    annotations = metadata.get("annotations")
-    annotations = metadata["annotations"] = dict(annotations) if isinstance(annotations, dict) else {}
-    annotations[INJECTED_ANNOTATION] = marker(decision.dns_config)
+        return dict(pod)
+    result = _annotated(pod, INJECTED_ANNOTATION, marker(decision.dns_config))
     spec = result["spec"] = dict(result["spec"]) if isinstance(result.get("spec"), dict) else {}
     spec["dnsPolicy"] = "None"
     spec["dnsConfig"] = copy.deepcopy(decision.dns_config)
@@ -62,14 +69,9 @@ def _annotate(pod: Mapping[str, Any], annotation: str, pointer: str, value: str)
 
 def dry_run_pod(pod: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
     """A copy of the pod with only the dry-run annotation set (unchanged unless the outcome is INJECT)."""
-    result = dict(pod)
     if decision.outcome is not Outcome.INJECT or decision.dns_config is None:
-        return result
-    metadata = result["metadata"] = dict(result["metadata"]) if isinstance(result.get("metadata"), dict) else {}
-    annotations = metadata.get("annotations")
-    annotations = metadata["annotations"] = dict(annotations) if isinstance(annotations, dict) else {}
-    annotations[DRY_RUN_ANNOTATION] = marker(decision.dns_config)
-    return result
+        return dict(pod)
+    return _annotated(pod, DRY_RUN_ANNOTATION, marker(decision.dns_config))
 
 
 def dry_run_patch(pod: Mapping[str, Any], decision: Decision) -> list[dict[str, Any]]:
