@@ -67,12 +67,12 @@ class Exchange:
                  "order", "qid", "question", "share", "started", "timeout", "timer", "upstream")
 
     def __init__(self, question: bytes, do: bool, cd: bool, timeout: float, order: Sequence[Asked], name: str,
-                 on_done: Done) -> None:
+                 on_done: Done, loop: asyncio.AbstractEventLoop) -> None:
         self.question, self.do, self.cd = question, do, cd
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.order, self.name, self.on_done = order, name, on_done
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop  # the caller's: asyncio.get_running_loop() costs a getpid() system call on CPython 3.11
         self.index = 0  # the next upstream in `order` to ask
         self.errors: list[str] = []
         self.upstream: Asked | None = None  # the one asked now, and since when, for how long
@@ -150,7 +150,8 @@ class Exchange:
 
 async def ask(question: bytes, do: bool, cd: bool, timeout: float, order: Sequence[Asked], name: str) -> bytes:
     """The answer from the first of `order` that gives one within `timeout`; UpstreamError if none does."""
-    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bytes] = loop.create_future()
 
     def done(result: Result) -> None:
         if future.done():  # the caller was cancelled meanwhile
@@ -160,5 +161,5 @@ async def ask(question: bytes, do: bool, cd: bool, timeout: float, order: Sequen
         else:
             future.set_exception(result)
 
-    Exchange(question, do, cd, timeout, order, name, done).begin()
+    Exchange(question, do, cd, timeout, order, name, done, loop).begin()
     return await future

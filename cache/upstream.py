@@ -175,6 +175,7 @@ class Group:
 
     def __init__(self, zone: str, upstreams: Iterable[Upstream], stats: Stats) -> None:
         self.zone, self.upstreams, self.stats = zone, list(upstreams), stats
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first miss, kept (see Exchange.loop)
 
     @property
     def up(self) -> bool:
@@ -199,7 +200,10 @@ class Group:
     def start(self, question: bytes, do: bool, cd: bool, timeout: float, on_done: Done) -> None:
         """Ask for the first answer from an upstream (any rcode) within `timeout`: `on_done` is called with it, or
         with an UpstreamError when none answers."""
-        Exchange(question, do, cd, timeout, self.order(), self.zone, on_done).begin()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        Exchange(question, do, cd, timeout, self.order(), self.zone, on_done, loop).begin()
 
     async def exchange(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
         """`start`, awaited (the loop probes)."""
