@@ -16,7 +16,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 log = logging.getLogger("cache.upstream")
 
@@ -32,7 +32,7 @@ class OutOfSockets(UpstreamError):
     """This process could not open a socket (out of file descriptors or socket memory): a shortage of ours, not a
     failure of the upstream, which must not be marked down for it."""
 
-    ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+    ERRNOS: ClassVar[frozenset[int]] = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 def answer_matches(data: bytes, qid: int, question: bytes) -> bool:

@@ -221,8 +221,6 @@ class Resolver:
         except OSError as error:  # a client gone away must not stop the others' answers
             log.debug("sending to %s failed: %s", addr, error)
 
-    handle_datagram = handle  # the listeners' entry point for UDP, without a second Python call per query
-
     # Loop detection, as CoreDNS's loop plugin: ask each zone for a random name; if the query reaches us, the
     # forwarding leads back here.
     def loop_probe_questions(self) -> list[tuple[str, bytes]]:
