@@ -120,6 +120,16 @@ def test_the_daemon_loads_neither_yaml_nor_compression_modules_unless_asked():
     assert loaded.stdout.strip() == ""
 
 
+def test_node_setup_speaks_netlink_without_pyroute2():
+    """--setup-network (every DaemonSet pod): pyroute2's package import alone was 11.4 MB of RSS and a quarter of a
+    second at start; the few rtnetlink requests the interface needs are cache/netsetup/rtnl.py's. (What they do
+    is proved in a network namespace by tests/netsetup/test_netsetup_interface.py.)"""
+    probe = ("import sys, cache.netsetup\nfrom cache.netsetup import NodeNetwork, netif\n"
+             "print([m for m in sys.modules if m.startswith('pyroute2')])")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_the_running_cache_loads_no_openssl_and_serves_on_uvloop(cache):
     """The cache speaks no TLS: OpenSSL (libssl, libcrypto) would be 4.5 MB of RSS on every node for nothing. It
     still runs on uvloop, which names ssl's classes at import (cache/nossl.py gives it a stand-in). Nor does it
