@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TOOLS := .tools/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test check install system-packages kubectl bench clean
+.PHONY: demo test check install system-packages kubectl bench clean compiled test-compiled
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -36,6 +36,15 @@ check: install
 
 test: system-packages kubectl install check
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest
+	$(MAKE) test-compiled
+
+# The cache's hot path compiled with mypyc as the image has it (pyproject.toml: [tool.localdns] compiled), into
+# build/compiled; the cache's tests against it. `make test` runs them after the whole suite on the plain sources.
+compiled: install
+	$(PY) tools/compile_cache.py build/compiled
+
+test-compiled: compiled
+	LOCALDNS_TREE=build/compiled PATH="$(CURDIR)/$(TOOLS):$$PATH" $(PY) -m pytest tests/cache
 
 bench: system-packages install
 	tools/install-system.sh unbound knot-resolver
@@ -43,4 +52,4 @@ bench: system-packages install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .hypothesis
+	rm -rf $(VENV) .tools .pytest_cache .hypothesis build

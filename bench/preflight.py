@@ -47,6 +47,7 @@ PEER_PROGRAMS = {"dnsmasq": ("dnsmasq", "dnsmasq"), "unbound": ("unbound", "unbo
 
 def for_bench(dns: bool, webhook: bool, caches: Iterable[str]) -> list[Need]:
     """What `python -m bench` needs for the halves and caches asked for."""
+    caches = list(caches)
     needs = [program("taskset", "pinning servers and load to their cores", f"apt-get install util-linux ({SYSTEM})"),
              module("matplotlib", "the report's charts", BENCH_EXTRA)]
     if dns:
@@ -54,6 +55,12 @@ def for_bench(dns: bool, webhook: bool, caches: Iterable[str]) -> list[Need]:
                   program("dnsmasq", "the upstream (kube-dns)", f"apt-get install dnsmasq ({SYSTEM})"),
                   module("dns", "waiting for each server's first answer", "dnspython: `make install`"),
                   module("uvloop", "the localdns cache and the listener floor", "uvloop: `make install`")]
+        if {"localdns", "localdns-plain"} & set(caches):  # run as the image runs it: the hot path compiled
+            needs += [module("mypyc", "compiling the cache's hot path (tools/compile_cache.py)",
+                             "mypy, in the test extra: `make install`"),
+                      program("gcc", "compiling the cache's hot path (tools/compile_cache.py)",
+                              f"apt-get install gcc ({SYSTEM}), or measure the plain-Python cache alone: "
+                              "--caches localdns-py,...")]
         for cache in caches:
             if cache in PEER_PROGRAMS:
                 binary, package = PEER_PROGRAMS[cache]

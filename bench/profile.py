@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,25 @@ def pyspy(scenario: str, load: Load, tree: Path, work: Path, out: Path, names: s
         cache.stop()
 
 
+def _counted_load(load: Load, port: int, names: servers.Names, work: Path, count: int, warm: float) -> Path:
+    """Warm the cache (and, for misses, fill it as a long run would) and write the file of the `count` queries to
+    count."""
+    dnsperf.run(port, names.hits, warm, max_runs=20)
+    if load.names == "misses":
+        # A cache as full as in a long run (its success map at its cap, so every new answer evicts one), and
+        # then names it has never seen.
+        dnsperf.run(port, _query_file(work, names.misses[0], PREFILL, "prefill"), 600, max_runs=1)
+        return _query_file(work, names.misses[1], count, "misses")
+    return _query_file(work, names.hits, count, "hits")
+
+
+def _run_counted(port: int, datafile: Path, load: Load) -> dnsperf.Result:
+    """Every query of the file once, slowly enough that none is lost under valgrind or strace (a lost one would
+    change the count); steady loads at most 500 QPS, so that each datagram still arrives on its own."""
+    slow = Load(load.names, min(load.qps, 500) if load.qps else None)
+    return _finish(_spawn_dnsperf(port, datafile, 3600, slow, runs=1, timeout=30), 3700)
+
+
 def callgrind(scenario: str, load: Load, tree: Path, work: Path, out: Path, names: servers.Names, upstream: int,
               count: int, extra: list[str], say) -> None:
     """Instructions for exactly `count` queries, counted from after start-up and warm-up to the last answer."""
@@ -176,20 +196,11 @@ def callgrind(scenario: str, load: Load, tree: Path, work: Path, out: Path, name
     port = procs.free_port()
     cache = _start_cache(tree, port, upstream, work, extra, wrapper, wait=180.0)
     try:
-        dnsperf.run(port, names.hits, 30, max_runs=20)
-        if load.names == "misses":
-            # A cache as full as in a long run (its success map at its cap, so every new answer evicts one), and
-            # then names it has never seen.
-            dnsperf.run(port, _query_file(work, names.misses[0], PREFILL, "prefill"), 600, max_runs=1)
-            datafile = _query_file(work, names.misses[1], count, "misses")
-        else:
-            datafile = _query_file(work, names.hits, count, "hits")
+        datafile = _counted_load(load, port, names, work, count, 30)
         subprocess.run(["callgrind_control", "--instr=on", str(cache.pid)], check=True, capture_output=True,
                        timeout=60)
         subprocess.run(["callgrind_control", "--zero", str(cache.pid)], check=True, capture_output=True, timeout=60)
-        # Slow under valgrind: a long per-query timeout so that no query is lost (lost ones would change the count).
-        slow = Load(load.names, min(load.qps, 500) if load.qps else None)
-        result = _finish(_spawn_dnsperf(port, datafile, 3600, slow, runs=1, timeout=30), 3700)
+        result = _run_counted(port, datafile, load)
         subprocess.run(["callgrind_control", "--dump", str(cache.pid)], check=True, capture_output=True, timeout=60)
         subprocess.run(["callgrind_control", "--instr=off", str(cache.pid)], check=True, capture_output=True,
                        timeout=60)
@@ -201,6 +212,40 @@ def callgrind(scenario: str, load: Load, tree: Path, work: Path, out: Path, name
     say(f"callgrind, {scenario}: {result.completed:,} of {count:,} queries answered, lost {result.lost}; "
         f"{instructions:,} instructions, {instructions / max(result.completed, 1):,.0f} per query "
         f"({dumps[0]}; callgrind_annotate {dumps[0]} for the C functions)")
+
+
+def strace_counts(summary: str) -> Counter[str]:
+    """Calls per system call from `strace -c`'s table (the rows between the dashes, `total` left out)."""
+    counts = Counter[str]()
+    for line in summary.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[-1] != "total" and fields[0][0].isdigit() and fields[3].isdigit():
+            counts[fields[-1]] += int(fields[3])
+    return counts
+
+
+def syscalls(scenario: str, load: Load, tree: Path, work: Path, out: Path, names: servers.Names, upstream: int,
+             count: int, extra: list[str], say) -> None:
+    """System calls for exactly `count` queries (`strace -c -f` attached after warm-up): the kernel's share of a
+    query that instruction counts leave out, as a count that does not depend on the host's load."""
+    port = procs.free_port()
+    cache = _start_cache(tree, port, upstream, work, extra)
+    summary = out / f"syscalls-{scenario}.txt"
+    try:
+        datafile = _counted_load(load, port, names, work, count, 5)
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(summary), "-p", str(cache.pid)],
+                                  stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # attached (strace says so on stderr; a second is plenty)
+        result = _run_counted(port, datafile, load)
+        tracer.send_signal(signal.SIGINT)
+        tracer.communicate(timeout=60)
+    finally:
+        cache.stop(timeout=30)
+    counts = strace_counts(summary.read_text())
+    answered = max(result.completed, 1)
+    top = ", ".join(f"{name} {n / answered:.3f}" for name, n in counts.most_common(8))
+    say(f"syscalls, {scenario}: {result.completed:,} of {count:,} queries answered, lost {result.lost}; "
+        f"{sum(counts.values()) / answered:.3f} system calls per query ({top}; {summary})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(less overhead, a stack now and then torn; not with --native)")
     parser.add_argument("--no-pyspy", action="store_true", help="skip the sampling profile")
     parser.add_argument("--callgrind", type=int, metavar="N", help="count instructions for N queries under valgrind")
+    parser.add_argument("--syscalls", type=int, metavar="N", help="count system calls for N queries (strace -c)")
     parser.add_argument("--tree", type=Path, default=ROOT,
                         help="the checkout whose cache/ is profiled (default: this one)")
     parser.add_argument("--out", type=Path, help="where the records go (default: a new directory under /tmp)")
@@ -238,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.callgrind:
         needs += [preflight.program(p, "instruction counts", "apt-get install valgrind")
                   for p in ("valgrind", "callgrind_control")]
+    if args.syscalls:
+        needs.append(preflight.program("strace", "system call counts", "apt-get install strace"))
     unmet = preflight.missing(needs)
     if unmet:
         print(preflight.message(unmet, "the profile"), file=sys.stderr)
@@ -248,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     # Unique names enough for the unprofiled run and the profiled one (at most ~15,000 misses/s), or for callgrind.
     misses = PREFILL
     if load.names == "misses":
-        misses = max(0 if args.no_pyspy else int((args.seconds + 2) * 15_000), args.callgrind or 0, PREFILL)
+        misses = max(0 if args.no_pyspy else int((args.seconds + 2) * 15_000), args.callgrind or 0,
+                     args.syscalls or 0, PREFILL)
     names, hosts = servers.write_names(work, misses, 2, 0)
     upstream, upstream_port = servers.start_upstream(work, hosts, work)
     try:
@@ -259,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.callgrind:
             callgrind(args.scenario, load, args.tree.resolve(), work, out, names, upstream_port, args.callgrind,
                       args.cache_args, say)
+        if args.syscalls:
+            syscalls(args.scenario, load, args.tree.resolve(), work, out, names, upstream_port, args.syscalls,
+                     args.cache_args, say)
     finally:
         upstream.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 MIB = 1024.0
 LOCALDNS = "localdns"
 PEERS = ("dnsmasq", "unbound", "unbound-tcp", "kresd")
-ORDER = (LOCALDNS, "localdns-plain", *PEERS)
+ORDER = (LOCALDNS, "localdns-py", "localdns-plain", *PEERS)
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,9 @@ def markdown(results: dict) -> str:
     for target, measured, met in targets(results):
         lines.append(f"| {target} | {measured} | {'yes' if met else 'no' if met is False else '–'} |")
     lines += ["", "## DNS cache, round by round", "",
-              "`localdns-plain` is the same cache with the batched listener switched off (`--no-udp-batch`). "
+              "`localdns` runs as the image runs it, its hot path compiled with mypyc (tools/compile_cache.py); "
+              "`localdns-py` is the same cache as plain Python, the fallback wherever it is not compiled. "
+              "`localdns-plain` is the compiled cache with the batched listener switched off (`--no-udp-batch`). "
               "`unbound-tcp` is unbound with `tcp-upstream: yes`, the like-for-like peer on misses.", ""]
     for metric in metrics(results, detailed=True):
         lines += detail(results, metric)

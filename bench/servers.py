@@ -130,9 +130,22 @@ policy.add(policy.all(policy.STUB('127.0.0.1@{upstream}')))
     return ["kresd", "-n", "-q", "-c", str(config), str(rundir)]
 
 
-LOCALDNS = Cache("localdns", sys.executable, "the project itself: `make install`", localdns_argv)
+# localdns as the image runs it: the hot path compiled (tools/compile_cache.py builds COMPILED before the run). `-P`
+# leaves the working directory (the sources) off sys.path, so `cache` is imported from COMPILED, on PYTHONPATH.
+COMPILED = Path(__file__).resolve().parent.parent / "build" / "compiled"
+
+
+def compiled_argv(work: Path, port: int, upstream: int) -> list[str]:
+    python, _m, *rest = localdns_argv(work, port, upstream)
+    return [python, "-P", "-m", *rest]
+
+
+LOCALDNS = Cache("localdns", sys.executable, "the project itself: `make install`", compiled_argv,
+                 env={"PYTHONPATH": str(COMPILED)})
+LOCALDNS_PY = Cache("localdns-py", sys.executable, "the project itself", localdns_argv)
 LOCALDNS_PLAIN = Cache("localdns-plain", sys.executable, "the project itself",
-                       lambda work, port, upstream: [*localdns_argv(work, port, upstream), "--no-udp-batch"])
+                       lambda work, port, upstream: [*compiled_argv(work, port, upstream), "--no-udp-batch"],
+                       env={"PYTHONPATH": str(COMPILED)})
 PEERS = [
     Cache("dnsmasq", "dnsmasq", "apt-get install dnsmasq (tools/install-system.sh)", dnsmasq_argv),
     Cache("unbound", "unbound", "apt-get install unbound (make bench)", unbound_argv),

@@ -8,12 +8,12 @@ syscall and `sendmmsg` writes the batch's answers in one more, so the syscall co
 How: the listener registers the socket with `loop.add_reader`. When it is readable it drains it in bounded rounds
 (never blocking: MSG_DONTWAIT), calls `handle_datagram(data, addr, send)` for each datagram and, while the batch
 runs, `send` only appends to an outgoing batch flushed with one `sendmmsg`. Answers sent later (misses, answered
-when the upstream replies) go out at once with a plain non-blocking `sendto`. All buffers are allocated once;
-per datagram the loop reads lengths through memoryviews over the headers instead of ctypes attributes, keeps
-decoded source addresses in a bounded dict keyed by the raw sockaddr bytes, and (CPython) points the send iovecs
-at the answers' own bytes. When a wakeup finds a single datagram, traffic is light and a ctypes call costs more
-than it saves: the listener then reads one datagram per wakeup with recvfrom and answers with sendto, and every
-QUIET_PROBE-th wakeup tries recvmmsg again, batching as soon as it finds more than one datagram.
+when the upstream replies) are queued the same way and flushed at the end of that loop turn. All buffers are
+allocated once; per datagram the loop reads lengths through memoryviews over the headers instead of ctypes
+attributes, keeps decoded source addresses in a bounded dict keyed by the raw sockaddr bytes, and (CPython) points
+the send iovecs at the answers' own bytes. When a wakeup finds a single datagram, traffic is light and a ctypes
+call costs more than it saves: the listener then reads one datagram per wakeup with recvfrom and answers with
+sendto, and every QUIET_PROBE-th wakeup tries recvmmsg again, batching as soon as it finds more than one datagram.
 
 `start_udp()` is the one entry point for every UDP listener: batched where `available()` (Linux with
 recvmmsg/sendmmsg in libc, not switched off with --no-udp-batch or LOCALDNS_BATCHIO=off), a plain asyncio datagram
@@ -182,6 +182,7 @@ class BatchListener:
         self._tx = _MessageArray(batch_size, SEND_SLOT)
         self._out: list[tuple[bytes, Peer]] = []
         self._batching = False
+        self._reading_one = False  # inside the handler of a datagram read by `_read_one`
         self._quiet = 0  # > 0: light traffic, wakeups left before the next recvmmsg probe (plain recvfrom/sendto)
         self._addresses: dict[int | bytes, Peer] = {}  # IPv4 sockaddr as an int, else raw bytes -> tuple
         self._raw_addresses: dict[Peer, bytes] = {}  # and back, for sendmmsg
@@ -206,14 +207,24 @@ class BatchListener:
         return {name: getattr(self, name) for name in names}
 
     def send(self, data: bytes, addr: Peer) -> None:
-        """The `send` handed to the resolver: batched inside a receive batch, a direct sendto otherwise.
+        """The `send` handed to the resolver for batched reads: answers are queued and go out together, at the end
+        of the receive batch they answer, or, sent later (misses, answered when the upstream replies), at the end
+        of that loop turn: the answers to the many upstream replies one TCP read brings leave in one sendmmsg
+        instead of a sendto each (`bench.profile miss --syscalls`: 1.0 sendto per miss before).
 
         The batch is flushed after each datagram once it holds a batch's worth of answers, and `_flush` sends any
         number in chunks, so it stays bounded."""
-        if self._batching:
-            self._out.append((data, addr))
-        else:
-            self._sendto(data, addr)
+        if not self._batching:
+            if self._loop is None:  # closed: nothing will flush, straight out
+                self._sendto(data, addr)
+                return
+            if not self._out:
+                self._loop.call_soon(self._flush_late)
+        self._out.append((data, addr))
+
+    def _flush_late(self) -> None:
+        if self._out:  # (a receive batch in between may have sent them already)
+            self._flush()
 
     # The hot path: one screen, no ctypes field access per datagram.
     def _on_readable(self) -> None:
@@ -282,12 +293,24 @@ class BatchListener:
         if len(data) > RECV_SLOT:
             self.truncated += 1
             return
+        self._reading_one = True
         try:
-            self._handle(data, addr, self.send)
+            self._handle(data, addr, self._send_one)
         except Exception:
             self.handler_errors += 1
             if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:
                 log.exception("handling a datagram failed (%d so far)", self.handler_errors)
+        finally:
+            self._reading_one = False
+
+    def _send_one(self, data: bytes, addr: Peer) -> None:
+        """The `send` for a datagram read on its own: its answer goes out at once by sendto (it has nothing to share
+        a sendmmsg with, and a trip through the queue cost 2,500 instructions per query at a steady 500 QPS); an
+        answer sent later (a miss) is queued as every later answer is."""
+        if self._reading_one:
+            self._sendto(data, addr)
+        else:
+            self.send(data, addr)
 
     def _receive_failed(self, err: int) -> bool:
         """Classify a recvmmsg error; True means read again now."""

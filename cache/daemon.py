@@ -28,7 +28,7 @@ from .stats import Stats
 from .store import Store
 from .upstream import Group, Upstream
 
-if TYPE_CHECKING:  # imported when --setup-network asks for it: pyroute2 and ctypes.util cost 2 MB of RSS
+if TYPE_CHECKING:  # imported when --setup-network asks for it (node setup, iptables, the fallback's endpoints)
     from .endpoints import FallbackEndpoints
     from .netsetup import NodeNetwork
 

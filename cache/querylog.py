@@ -109,23 +109,24 @@ def _timestamp(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f",{int(at * 1000) % 1000:03d}"
 
 
-def _current_task() -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no running loop (a test calling the resolver directly)
-        return None
-
-
 class _Logged:
-    """A client's `send`, wrapped: sends the reply, then logs it. A reply sent from the task (or callback) that
-    received the query was answered at once, from the cache; one sent later came after waiting on an upstream."""
+    """A client's `send`, wrapped: sends the reply, then logs it. A reply sent before the loop turn that received
+    the query is over was answered at once, from the cache; one sent later came after waiting on an upstream (an
+    upstream answer always comes in a later turn: it needs the loop to poll for it)."""
 
-    __slots__ = ("addr", "data", "log", "proto", "send", "started", "task")
+    __slots__ = ("addr", "at_once", "data", "log", "proto", "send", "started")
 
     def __init__(self, log: QueryLog, data: bytes, addr: Any, send: Send, proto: str) -> None:
         self.log, self.data, self.addr, self.send, self.proto = log, data, addr, send, proto
         self.started = time.monotonic()
-        self.task = _current_task()
+        self.at_once = True
+        try:
+            asyncio.get_running_loop().call_soon(self._turn_over)
+        except RuntimeError:  # no running loop (a test calling the resolver directly): every reply is at once
+            pass
+
+    def _turn_over(self) -> None:
+        self.at_once = False
 
     def __call__(self, reply: bytes, addr: Any) -> None:
         self.send(reply, addr)
@@ -161,7 +162,7 @@ class QueryLog:
             self.dropped_unreported += 1
             return
         duration = time.monotonic() - query.started
-        source = "cache" if _current_task() is query.task else "upstream"
+        source = "cache" if query.at_once else "upstream"
         if self.dropped_unreported:
             self._put(f"dropped {self.dropped_unreported} query log lines before this one (over {self.rate:g} a "
                       f"second, bursts of {self.burst}: --log-queries-rate, --log-queries-burst)")

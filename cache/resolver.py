@@ -146,7 +146,7 @@ class Resolver:
             return
         self.inflight[key] = [(query, addr, send, proto)]
         self.waiting += 1
-        asyncio.get_running_loop().create_task(self._fetch(query))
+        self._forward(query)
 
     def _prefetch(self, query: Query, entry: Entry) -> None:
         if query.key in self.inflight:
@@ -154,7 +154,7 @@ class Resolver:
         entry.refreshing = True
         self.stats.prefetch += 1
         self.inflight[query.key] = []
-        asyncio.get_running_loop().create_task(self._fetch(query))
+        self._forward(query)
 
     def route(self, qname: bytes) -> tuple[str, Group] | None:
         """The group of the longest forward zone that contains qname (lowercased wire name)."""
@@ -167,27 +167,31 @@ class Resolver:
                 return None
             offset += qname[offset] + 1
 
-    async def _fetch(self, query: Query) -> None:
-        key = query.key
-        question = key[:-1]
+    def _forward(self, query: Query) -> None:
+        """Ask the zone's upstreams; `_fetched` gets the answer (or the error) and delivers it to every waiter."""
+        routed = self.route(query.qname)
+        if routed is None:
+            log.warning("no forward zone for %s", wire.decode_name(query.qname))
+            self._deliver(query.key, None)
+            return
+        zone, group = routed
+        group.start(query.key[:-1], query.do, query.cd, self.limits.upstream_timeout,
+                    lambda result: self._fetched(query, zone, result))
+
+    def _fetched(self, query: Query, zone: str, result: bytes | Exception) -> None:
         answer = None
         try:
-            routed = self.route(query.qname)
-            if routed is None:
-                log.warning("no forward zone for %s", wire.decode_name(query.qname))
+            if isinstance(result, bytes):
+                answer = wire.parse_answer(result, query.key[:-1])
             else:
-                data = await routed[1].exchange(question, query.do, query.cd, self.limits.upstream_timeout)
-                try:
-                    answer = wire.parse_answer(data, question)
-                except wire.BadAnswer as error:  # SERVFAIL (or the stale answer), never cached
-                    self.stats.bad_answers[routed[0]] += 1
-                    log.warning("unusable upstream answer for %s: %s", wire.decode_name(query.qname), error)
-        except UpstreamError as error:
-            log.info("no answer for %s: %s", wire.decode_name(query.qname), error)
+                log.info("no answer for %s: %s", wire.decode_name(query.qname), result)
+        except wire.BadAnswer as error:  # SERVFAIL (or the stale answer), never cached
+            self.stats.bad_answers[zone] += 1
+            log.warning("unusable upstream answer for %s: %s", wire.decode_name(query.qname), error)
         except Exception:  # never leave clients waiting on a bug
             log.exception("resolving %s failed", wire.decode_name(query.qname))
         finally:
-            self._deliver(key, answer)
+            self._deliver(query.key, answer)
 
     def _deliver(self, key: bytes, answer: wire.Answer | None) -> None:
         now = time.monotonic()
@@ -216,8 +220,6 @@ class Resolver:
             send(reply, addr)
         except OSError as error:  # a client gone away must not stop the others' answers
             log.debug("sending to %s failed: %s", addr, error)
-
-    handle_datagram = handle  # the listeners' entry point for UDP, without a second Python call per query
 
     # Loop detection, as CoreDNS's loop plugin: ask each zone for a random name; if the query reaches us, the
     # forwarding leads back here.

@@ -120,7 +120,7 @@ class Listeners:
             udp, tcp = bind_pair(host, port)
             port = udp.getsockname()[1]
             self.bound.append((host, port))
-            listener, self.batch_in_use = await batchio.start_udp(udp, self.resolver.handle_datagram,
+            listener, self.batch_in_use = await batchio.start_udp(udp, self.resolver.handle,
                                                                   batched=self.udp_batch)
             self._closers.append(listener)
             server = await loop.create_server(self.tcp_clients.protocol, sock=tcp, backlog=TCP_BACKLOG)

@@ -6,6 +6,7 @@ served when every upstream fails (RFC 8767).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from .limits import Limits
@@ -44,22 +45,26 @@ def cache_ttl(answer: Answer, limits: Limits) -> tuple[str, int] | None:
 
 
 class Store:
-    """Two LRU maps, success and denial, each a plain dict in recency order (oldest first): a use moves the key to
-    the end, eviction takes the first. A dict costs about 60 bytes per entry where an OrderedDict costs 115, and
-    both caches full hold 20,000 entries. (Finding the first key skips the slots earlier evictions left empty until
-    the dict next compacts itself: a microsecond or two per miss, against a miss's 150.)"""
+    """Two LRU maps, success and denial, each an OrderedDict in recency order (oldest first): a use moves the key
+    to the end, eviction pops the first.
+
+    Why an OrderedDict, although it costs some 45 bytes per entry more than a plain dict (0.9 MB with both maps
+    full): a plain dict can find its first key only by walking past the empty slots that earlier evictions left at
+    its front, which it compacts only when it resizes. In a full map that walk averaged ~6,000 slots, some 24,000
+    instructions per miss (9% of a miss under `bench.profile miss --callgrind`); popitem(last=False) is a few
+    hundred."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.maps: dict[str, dict[bytes, Entry]] = {SUCCESS: {}, DENIAL: {}}
+        self.maps: dict[str, OrderedDict[bytes, Entry]] = {SUCCESS: OrderedDict(), DENIAL: OrderedDict()}
         self.evictions = {SUCCESS: 0, DENIAL: 0}
 
     def get(self, key: bytes) -> Entry | None:
         """The entry (fresh or stale) for key, marked most recently used; the caller compares `expires` to now."""
         for entries in self.maps.values():
-            entry = entries.pop(key, None)
+            entry = entries.get(key)
             if entry is not None:
-                entries[key] = entry  # re-inserted: now the most recently used
+                entries.move_to_end(key)
                 return entry
         return None
 
@@ -98,7 +103,7 @@ class Store:
         entries = self.maps[kind]
         size = self.limits.success_size if kind == SUCCESS else self.limits.denial_size
         while len(entries) > max(size, 0):
-            entries.pop(next(iter(entries))).dead = True  # the first key is the least recently used
+            entries.popitem(last=False)[1].dead = True  # the first key is the least recently used
             self.evictions[kind] += 1
 
     def sizes(self) -> dict[str, int]:

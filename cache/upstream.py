@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 
 from . import wire
-from .addresses import Address, Peer
-from .exchange import OutOfSockets, UpstreamError, answer_matches
+from .addresses import Address
+from .exchange import Done, Exchange, OutOfSockets, UpstreamError, answer_matches, ask
 from .metrics import rcode_name
 from .stats import Stats
 from .tcpupstream import TcpUpstream
@@ -27,6 +28,7 @@ log = logging.getLogger("cache.upstream")
 HEALTH_QUESTION = b"\x00" + struct.pack("!HH", 2, 1)  # ". IN NS", as CoreDNS's forward health check asks
 MAX_FAILS = 2  # consecutive failures before an upstream is skipped
 HEALTH_INTERVAL = 0.5
+TC_RETRY_AT_LEAST = 0.05  # seconds a truncated answer's TCP retry gets, even when the share is nearly spent
 
 
 _last_warned = [0.0]  # when the last out-of-sockets warning was logged
@@ -42,24 +44,53 @@ def warn_out_of_sockets(error: OSError) -> None:
                     "until misses in flight end; raise the container's open files limit", error.strerror, soft)
 
 
-class _UdpExchange(asyncio.DatagramProtocol):
-    """One query on its own connected socket: a fresh source port per query, answers only from the upstream."""
+class _UdpQuery:
+    """One query on its own connected socket: a fresh source port per query, answers only from the upstream (the
+    kernel drops datagrams from any other address on a connected socket), read when the loop says it is readable."""
 
-    def __init__(self, qid: int, question: bytes, on_mismatch: Callable[[], None]) -> None:
-        self.qid, self.question, self.on_mismatch = qid, question, on_mismatch
-        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    def __init__(self, upstream: Upstream, exchange: Exchange) -> None:
+        self.upstream, self.exchange = upstream, exchange
+        host, port = upstream.address.host, upstream.address.port
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            self.sock.connect((host, port))
+            exchange.qid = random_id()
+            self.sock.send(wire.build_query(exchange.qid, exchange.question, exchange.do, exchange.cd))
+        except OSError:
+            self.sock.close()
+            raise
+        exchange.loop.add_reader(self.sock.fileno(), self._readable)
+        exchange.holder = self
 
-    def datagram_received(self, data: bytes, addr: Peer) -> None:
-        if self.answer.done():
+    def _readable(self) -> None:
+        exchange = self.exchange
+        try:
+            data = self.sock.recv(65535)
+        except (BlockingIOError, InterruptedError):
             return
-        if answer_matches(data, self.qid, self.question):
-            self.answer.set_result(data)
+        except OSError as error:  # ICMP port unreachable, queued on the socket: the upstream is down
+            self._close()
+            exchange.fail(UpstreamError(f"{self.upstream.address}: {error}"))
+            return
+        if not answer_matches(data, exchange.qid, exchange.question):
+            self.upstream.stats.forward_spoofed[self.upstream.name] += 1
+            return
+        self._close()
+        if int.from_bytes(data[2:4], "big") & wire.TC:  # too big for UDP: the same server over TCP
+            exchange.extend(TC_RETRY_AT_LEAST)
+            self.upstream.tcp.send(exchange)
         else:
-            self.on_mismatch()
+            exchange.answer(data)
 
-    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable: the upstream is down
-        if not self.answer.done():
-            self.answer.set_exception(UpstreamError(f"{exc}"))
+    def abandon(self, exchange: Exchange) -> UpstreamError:
+        self._close()
+        return UpstreamError(f"{self.upstream.address}: no answer within {exchange.share:.2f}s")
+
+    def _close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.exchange.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class Upstream:
@@ -78,50 +109,36 @@ class Upstream:
     def healthy(self) -> bool:
         return self.fails < MAX_FAILS
 
-    async def exchange(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
-        started = time.monotonic()
+    def send(self, exchange: Exchange) -> None:
+        """Ask this upstream; the transport calls the exchange back."""
         self.stats.forward_requests[self.name] += 1
+        exchange.fruitless = 0
+        if self.address.proto == "tcp":
+            self.tcp.send(exchange)
+            return
         try:
-            if self.address.proto == "tcp":
-                data = await self.tcp.exchange(question, do, cd, timeout)
+            _UdpQuery(self, exchange)
+        except OSError as error:
+            if error.errno in OutOfSockets.ERRNOS:
+                warn_out_of_sockets(error)
+                exchange.fail(OutOfSockets(f"{self.address}: {error.strerror or error}"))
             else:
-                data = await self._udp(question, do, cd, timeout)
-                if int.from_bytes(data[2:4], "big") & wire.TC:
-                    remaining = max(timeout - (time.monotonic() - started), 0.05)
-                    data = await self.tcp.exchange(question, do, cd, remaining)
-        except OutOfSockets:
-            raise  # our shortage: the upstream may be fine
-        except UpstreamError:
-            self._failed()
-            raise
+                exchange.fail(UpstreamError(f"{self.address}: {error}"))
+
+    def answered(self, data: bytes, started: float) -> None:
         rcode = int.from_bytes(data[2:4], "big") & wire.RCODE_MASK
         self.stats.forward_responses[(self.name, rcode)] += 1
         self.stats.forward_duration.observe((self.name, rcode_name(rcode)), time.monotonic() - started)
         self.fails = 0
         self.ever_answered = True
-        return data
 
-    async def _udp(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
-        loop = asyncio.get_running_loop()
-        qid = random_id()
-        name = self.name
-        try:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpExchange(qid, question, lambda: self.stats.forward_spoofed.__setitem__(
-                    name, self.stats.forward_spoofed[name] + 1)),
-                remote_addr=(self.address.host, self.address.port))
-        except OSError as error:
-            if error.errno in OutOfSockets.ERRNOS:
-                warn_out_of_sockets(error)
-                raise OutOfSockets(f"{self.address}: {error.strerror or error}") from None
-            raise UpstreamError(f"{self.address}: {error}") from None
-        try:
-            transport.sendto(wire.build_query(qid, question, do, cd))
-            return await asyncio.wait_for(protocol.answer, timeout)
-        except TimeoutError:
-            raise UpstreamError(f"{self.address}: no answer within {timeout:.2f}s") from None
-        finally:
-            transport.close()
+    def failed(self, error: UpstreamError) -> None:
+        if not isinstance(error, OutOfSockets):  # our shortage: the upstream may be fine
+            self._failed()
+
+    async def exchange(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
+        """This upstream's answer alone (a health check); UpstreamError when none comes within `timeout`."""
+        return await ask(question, do, cd, timeout, (self,), self.name)
 
     def _failed(self) -> None:
         if self.closed:  # replaced by a reload or shutting down: its failures say nothing, and nothing to check
@@ -158,31 +175,39 @@ class Group:
 
     def __init__(self, zone: str, upstreams: Iterable[Upstream], stats: Stats) -> None:
         self.zone, self.upstreams, self.stats = zone, list(upstreams), stats
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first miss, kept (see Exchange.loop)
 
     @property
     def up(self) -> bool:
         return any(u.healthy and u.ever_answered for u in self.upstreams)
 
-    async def exchange(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
-        """The first answer from an upstream (any rcode); UpstreamError when none answers within `timeout`."""
-        deadline = time.monotonic() + timeout
-        order = [u for u in self.upstreams if u.healthy]
-        if not order:
-            self.stats.healthcheck_broken += 1
-            order = list(self.upstreams)  # all down: try them anyway rather than fail without asking
-        else:
-            order += [u for u in self.upstreams if not u.healthy]
-        errors = []
-        for index, upstream in enumerate(order):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+    def order(self) -> Sequence[Upstream]:
+        """Healthy upstreams first, in their configured order; when none is healthy, all of them (try them anyway
+        rather than fail without asking)."""
+        upstreams = self.upstreams
+        for upstream in upstreams:
+            if not upstream.healthy:
                 break
-            share = remaining / (len(order) - index)  # leave time for the ones after this one
-            try:
-                return await upstream.exchange(question, do, cd, share)
-            except UpstreamError as error:
-                errors.append(str(error))
-        raise UpstreamError("; ".join(errors) or f"no upstream for {self.zone} within {timeout}s")
+        else:
+            if upstreams:
+                return upstreams  # the usual case, without building a list per miss
+        healthy = [u for u in upstreams if u.healthy]
+        if not healthy:
+            self.stats.healthcheck_broken += 1
+            return upstreams
+        return healthy + [u for u in upstreams if not u.healthy]
+
+    def start(self, question: bytes, do: bool, cd: bool, timeout: float, on_done: Done) -> None:
+        """Ask for the first answer from an upstream (any rcode) within `timeout`: `on_done` is called with it, or
+        with an UpstreamError when none answers."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        Exchange(question, do, cd, timeout, self.order(), self.zone, on_done, loop).begin()
+
+    async def exchange(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
+        """`start`, awaited (the loop probes)."""
+        return await ask(question, do, cd, timeout, self.order(), self.zone)
 
     def close(self) -> None:
         for upstream in self.upstreams:

@@ -350,9 +350,16 @@ def error_response(query: Query, rcode: int) -> bytes:
     return HEADER.pack(query.id, flags, 1, 0, 0, 1 if opt else 0) + query.question + opt
 
 
+_RANDOM_IDS: list[int] = []
+RANDOM_ID_BLOCK = 1024  # IDs read from the kernel at once
+
+
 def random_id() -> int:
-    """A fresh DNS message ID from the kernel's random source (RFC 5452: unpredictable IDs defeat spoofing)."""
-    return int.from_bytes(os.urandom(2), "big")
+    """A fresh DNS message ID from the kernel's random source (RFC 5452: unpredictable IDs defeat spoofing). Read a
+    block at a time: one getrandom() system call per upstream query was a quarter of a miss's system calls."""
+    if not _RANDOM_IDS:
+        _RANDOM_IDS.extend(memoryview(os.urandom(2 * RANDOM_ID_BLOCK)).cast("H"))
+    return _RANDOM_IDS.pop()
 
 
 def build_query(qid: int, question: bytes, do: bool, cd: bool) -> bytes:

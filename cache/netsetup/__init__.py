@@ -2,8 +2,8 @@
 fail-open fallback, and their teardown. `NodeNetwork` is what the daemon uses; `python -m cache.netsetup` is the
 same by hand.
 
-`NodeNetwork` is imported on first use: it brings pyroute2 (2 MB of RSS), which a cache without --setup-network
-never needs, while the settings only need the pure planning modules (fallback.py).
+`NodeNetwork` is imported on first use: it brings the rule and netlink machinery, which a cache without
+--setup-network never needs, while the settings only need the pure planning modules (fallback.py).
 """
 from __future__ import annotations
 

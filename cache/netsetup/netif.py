@@ -1,4 +1,4 @@
-"""The cache's own network interface: made, checked and removed over netlink (pyroute2), nothing else.
+"""The cache's own network interface: made, checked and removed over netlink (rtnl.py), nothing else.
 
 The interface only exists to make the listen IPs local to the node (host routes, /32 or /128) so the cache can bind
 them and pods' packets to them are delivered locally. It is idempotent: an existing interface of ours and addresses
@@ -12,10 +12,8 @@ import logging
 import os
 import socket
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from .errors import SetupError
+from .rtnl import NetlinkError, Rtnl
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +26,27 @@ IFA_F_NODAD = 0x02
 
 def ensure_interface(name: str, kind: str, addresses: list[IPAddress]) -> None:
     """Make sure interface `name` of `kind` is up and holds every address as a host route."""
-    with IPRoute() as ipr:
-        index = _index(ipr, name)
-        owners = _address_owners(ipr)
+    with Rtnl() as rtnl:
+        index = _index(name)
+        owners = _address_owners(rtnl)
         for address in addresses:
             owner = owners.get(address)
             if owner is not None and owner != index:
                 raise SetupError(
-                    f"listen address {address} is already on interface {_name(ipr, owner)!r}; the cache will not "
+                    f"listen address {address} is already on interface {_name(owner)!r}; the cache will not "
                     f"take it over. Remove it there, or listen on another address", "interfaceadd")
         if index is None:
-            index = _create(ipr, name, kind)
+            index = _create(rtnl, name, kind)
         else:
-            existing_kind = _kind(ipr, index)
+            existing_kind = rtnl.link_kind(index)
             if existing_kind != kind:
                 log.warning("interface %s exists as kind %s (not %s); reusing it", name, existing_kind, kind)
-        ipr.link("set", index=index, state="up")
+        rtnl.set_up(index)
         for address in addresses:
             if owners.get(address) == index:
                 continue
-            family = socket.AF_INET if address.version == 4 else socket.AF_INET6
             try:
-                ipr.addr("add", index=index, address=str(address), prefixlen=address.max_prefixlen,
-                         family=family, flags=IFA_F_NODAD if address.version == 6 else 0)
+                rtnl.add_address(index, address, IFA_F_NODAD if address.version == 6 else 0)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise SetupError(f"cannot add {address} to {name}: {_reason(exc)}", "interfaceadd") from exc
@@ -59,12 +55,12 @@ def ensure_interface(name: str, kind: str, addresses: list[IPAddress]) -> None:
 
 def remove_interface(name: str) -> bool:
     """Delete the interface (its addresses go with it); False when it was not there."""
-    with IPRoute() as ipr:
-        index = _index(ipr, name)
-        if index is None:
-            return False
+    index = _index(name)
+    if index is None:
+        return False
+    with Rtnl() as rtnl:
         try:
-            ipr.link("del", index=index)
+            rtnl.delete_link(index)
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return False
@@ -74,19 +70,19 @@ def remove_interface(name: str) -> bool:
 
 def interface_addresses(name: str) -> set[IPAddress] | None:
     """The addresses on interface `name`, or None when it does not exist."""
-    with IPRoute() as ipr:
-        index = _index(ipr, name)
-        if index is None:
-            return None
-        return {address for address, owner in _address_owners(ipr).items() if owner == index}
+    index = _index(name)
+    if index is None:
+        return None
+    with Rtnl() as rtnl:
+        return {address for address, owner in _address_owners(rtnl).items() if owner == index}
 
 
-def _create(ipr: IPRoute, name: str, kind: str) -> int:
+def _create(rtnl: Rtnl, name: str, kind: str) -> int:
     try:
-        ipr.link("add", ifname=name, kind=kind)
+        rtnl.add_link(name, kind)
     except NetlinkError as exc:
         if exc.code == errno.EEXIST:  # created by a sibling instance a moment ago
-            index = _index(ipr, name)
+            index = _index(name)
             if index is not None:
                 return index
         if exc.code in (errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL) or "not supported" in str(exc).lower():
@@ -95,7 +91,7 @@ def _create(ipr: IPRoute, name: str, kind: str) -> int:
                 f"with --interface-kind (e.g. --interface-kind bridge: an empty bridge holds the addresses alike)",
                 "interfaceadd") from exc
         raise SetupError(f"cannot create interface {name} of kind {kind}: {_reason(exc)}", "interfaceadd") from exc
-    index = _index(ipr, name)
+    index = _index(name)
     if index is None:
         raise SetupError(f"interface {name} vanished right after it was created", "interfaceadd")
     log.info("created interface %s (kind %s)", name, kind)
@@ -106,28 +102,19 @@ def _reason(exc: NetlinkError) -> str:
     return os.strerror(exc.code) if exc.code else str(exc)
 
 
-def _index(ipr: IPRoute, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
-
-
-def _name(ipr: IPRoute, index: int) -> str:
-    links = ipr.get_links(index)
-    return links[0].get_attr("IFLA_IFNAME") if links else f"#{index}"
-
-
-def _kind(ipr: IPRoute, index: int) -> str | None:
-    links = ipr.get_links(index)
-    if not links:
+def _index(name: str) -> int | None:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:  # no such interface
         return None
-    info = links[0].get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
-def _address_owners(ipr: IPRoute) -> dict[IPAddress, int]:
-    owners: dict[IPAddress, int] = {}
-    for message in ipr.get_addr():
-        text = message.get_attr("IFA_LOCAL") or message.get_attr("IFA_ADDRESS")
-        if text:
-            owners[ipaddress.ip_address(text.split("%")[0])] = message["index"]
-    return owners
+def _name(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"#{index}"
+
+
+def _address_owners(rtnl: Rtnl) -> dict[IPAddress, int]:
+    return dict(rtnl.addresses())

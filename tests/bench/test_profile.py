@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import callgrind_total, function_of, summarise, summary_markdown
+from bench.profile import callgrind_total, function_of, strace_counts, summarise, summary_markdown
 
 COLLAPSED = """\
 main (cache/daemon.py:277);_on_readable (cache/batchio.py:240);handle (cache/resolver.py:80) 6
@@ -43,3 +43,20 @@ def test_callgrind_total_reads_the_summary_line():
     assert callgrind_total(dump) == 36744833
     with pytest.raises(ValueError):
         callgrind_total("not a dump\n")
+
+
+STRACE_SUMMARY = """\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 38.09    0.012029           2      5000           sendto
+ 26.12    0.008249           1      5003           write
+  2.10    0.000662          13        50        50 connect
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.031580           3     10053        50 total
+"""
+
+
+def test_strace_counts_reads_every_call_once_and_leaves_out_the_total():
+    counts = strace_counts(STRACE_SUMMARY)
+
+    assert counts == {"sendto": 5000, "write": 5003, "connect": 50}  # a call that failed counts as a call

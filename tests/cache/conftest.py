@@ -7,6 +7,7 @@ its main process, so the cache's persistent upstream connection would stall ever
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import signal
 import socket
@@ -23,7 +24,11 @@ import pytest
 
 from tests.conftest import require_tool
 
-ROOT = Path(__file__).resolve().parents[2]
+# The tree `python -m cache` runs from: this checkout, or the compiled build LOCALDNS_TREE names (made by
+# tools/compile_cache.py: `make test-compiled`), whose modules then serve this process's imports too.
+ROOT = Path(os.environ.get("LOCALDNS_TREE") or Path(__file__).resolve().parents[2]).resolve()
+if os.environ.get("LOCALDNS_TREE"):
+    sys.path.insert(0, str(ROOT))
 
 # The zone dnsmasq serves as kube-dns. auth-zone makes its negative answers carry an SOA (RFC 2308), as CoreDNS's do.
 HOSTS = [

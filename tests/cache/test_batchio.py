@@ -10,6 +10,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -139,7 +140,7 @@ def test_ipv6_clients_get_answers_and_recvfrom_style_addresses(serve):
     sock.close()
 
 
-def test_an_answer_sent_after_the_batch_goes_out_directly(serve):
+def test_an_answer_sent_after_the_batch_goes_out_in_its_loop_turn(serve):
     def later(server: LoopThread) -> batchio.Handler:
         def handle(data: bytes, addr, send) -> None:  # a miss: the upstream answers on a later loop turn
             server.loop.call_later(0.01, send, b"late:" + data, addr)
@@ -152,6 +153,39 @@ def test_an_answer_sent_after_the_batch_goes_out_directly(serve):
     assert receive(sock, 1) == [b"late:miss"]
     assert stats_of(server)["sent"] == 1
     sock.close()
+
+
+def test_many_answers_sent_later_in_one_turn_all_reach_their_clients(serve):
+    """As when one read from kube-dns brings the answers to many misses: more than a batch holds, from several
+    clients, all given in one loop turn."""
+    held: list[tuple[bytes, object, batchio.Send]] = []
+
+    def upstream(server: LoopThread) -> batchio.Handler:
+        def handle(data: bytes, addr, send) -> None:
+            held.append((data, addr, send))
+
+        return handle
+
+    server = serve(upstream)
+    clients = [client() for _ in range(3)]
+    for index in range(150):
+        clients[index % 3].sendto(b"q%d" % index, server.address)
+    deadline = time.monotonic() + WAIT
+    while len(held) < 150 and time.monotonic() < deadline:  # until the listener has read all of them
+        time.sleep(0.01)
+    server.call(lambda: None)
+    assert len(held) == 150
+
+    def answer_all() -> None:
+        for data, addr, send in held:
+            send(b"late:" + data, addr)
+
+    server.call(answer_all)
+    for index, sock in enumerate(clients):  # (queries read one by one, in light traffic, are answered first)
+        assert sorted(receive(sock, 50)) == sorted(b"late:q%d" % i for i in range(index, 150, 3))
+    assert stats_of(server)["sent"] == 150
+    for sock in clients:
+        sock.close()
 
 
 def test_a_failing_handler_loses_only_its_own_datagram(serve):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import dns.message
 import dns.rcode
@@ -24,8 +25,8 @@ from cache.limits import Limits
 from cache.store import DENIAL, SUCCESS, Store
 from tests.cache.test_batchio import LoopThread, client, echo, stats_of
 
-# Key, entry, answer and its records, expiry and the map's slot: about 350 bytes on CPython 3.11 (the earlier
-# representation, an OrderedDict of entries holding five objects each, took 530).
+# Key, entry, answer and its records, expiry and the map's slot and link: about 410 bytes on CPython 3.11 (the
+# OrderedDict's links are 45 of them; the earlier representation, entries holding five objects each, took 530).
 BYTES_PER_ENTRY = 420
 
 
@@ -117,3 +118,37 @@ def test_the_daemon_loads_neither_yaml_nor_compression_modules_unless_asked():
              "print(' '.join(m for m in ('yaml', 'bz2', 'lzma', 'ctypes.util') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert loaded.stdout.strip() == ""
+
+
+def test_node_setup_speaks_netlink_without_pyroute2():
+    """--setup-network (every DaemonSet pod): pyroute2's package import alone was 11.4 MB of RSS and a quarter of a
+    second at start; the few rtnetlink requests the interface needs are cache/netsetup/rtnl.py's. (What they do
+    is proved in a network namespace by tests/netsetup/test_netsetup_interface.py.)"""
+    probe = ("import sys, cache.netsetup\nfrom cache.netsetup import NodeNetwork, netif\n"
+             "print([m for m in sys.modules if m.startswith('pyroute2')])")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_running_cache_loads_no_openssl_and_serves_on_uvloop(cache):
+    """The cache speaks no TLS: OpenSSL (libssl, libcrypto) would be 4.5 MB of RSS on every node for nothing. It
+    still runs on uvloop, which names ssl's classes at import (cache/nossl.py gives it a stand-in). Nor does it
+    keep what only argparse's terminal width (shutil: bz2, lzma) or uvloop's host encoding (the idna codec:
+    unicodedata) would load: another 0.7 MB."""
+    pytest.importorskip("uvloop")
+    libraries = {Path(line.split()[-1]).name for line in Path(f"/proc/{cache.proc.pid}/maps").read_text().splitlines()
+                 if line.split()[-1].startswith("/")}
+    unwanted = ("libssl", "libcrypto", "_ssl.", "_bz2.", "_lzma.", "unicodedata.")
+    assert not [name for name in libraries if name.startswith(unwanted)]
+    assert [name for name in libraries if name.startswith("loop.cpython")], "uvloop's loop is not loaded"
+    query = dns.message.make_query("web.default.svc.cluster.local", "A")
+    assert cache.udp(query).rcode() == dns.rcode.NOERROR
+
+
+def test_ssl_works_as_ever_after_the_event_loop_is_imported_without_it():
+    """What imports ssl after the cache started (the startup taint's HTTPS client) gets the real module."""
+    probe = ("import sys, cache.nossl as n\nloop = n.import_event_loop()\n"
+             "assert 'ssl' not in sys.modules and '_ssl' not in sys.modules, sorted(sys.modules)\n"
+             "import ssl\nprint(type(ssl.create_default_context()).__name__, loop is not None)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["SSLContext", "True"]

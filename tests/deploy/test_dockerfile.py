@@ -178,3 +178,18 @@ def test_dockerignore_lets_in_exactly_what_is_copied(dockerfile) -> None:
     assert copied == allowed, (copied, allowed)
     for path in copied:
         assert (ROOT / path).exists(), path
+
+
+def test_the_image_gets_the_compiled_hot_path_and_keeps_its_sources(dockerfile) -> None:
+    """The builder compiles what pyproject.toml lists (setup.py reads the same list); the sources stay in the wheel
+    beside their compiled forms. `make test-compiled` runs the cache's tests against the same compilation."""
+    builder = dockerfile[1][0]
+    [wheel] = [r for r in builder.all("RUN") if "pip wheel" in r]
+    assert "LOCALDNS_COMPILE=1 pip wheel --no-build-isolation" in wheel
+    assert re.search(r"pip install --constraint requirements\.lock mypy setuptools", wheel)
+    assert "setup.py" in shlex.split(builder.all("COPY")[0])
+    compiled = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["localdns"]["compiled"]
+    assert compiled and all((ROOT / module).is_file() for module in compiled)
+    assert 'tomllib.load(file)["tool"]["localdns"]["compiled"]' in (ROOT / "setup.py").read_text()
+    pins = (ROOT / "requirements.lock").read_text().splitlines()
+    assert [p for p in pins if p.startswith("mypy==")] and [p for p in pins if p.startswith("setuptools==")]
