@@ -105,7 +105,7 @@ def _why_not_ready(pod: JSON, status: JSON, conditions: Mapping[str, JSON], cont
     if "terminated" in state:
         ended = state["terminated"] or {}
         return f"terminated: {ended.get('reason') or 'exited'} exit {ended.get('exitCode', '?')}" + after
-    return "running, not Ready (readiness probe failing)" + after
+    return "running, not Ready: readiness probe failing" + after
 
 
 def _said(reason: Any, message: Any) -> str:

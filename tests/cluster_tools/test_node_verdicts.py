@@ -27,7 +27,7 @@ from tests.cluster_tools.caches import container_status
 
 NOW = 1_800_000_000.0
 READY = PodState(True, True, "", started=NOW - 3600, ran_before=True)
-RUNNING_NOT_READY = PodState(False, True, "running, not Ready (readiness probe failing)", NOW - 3600, True)
+RUNNING_NOT_READY = PodState(False, True, "running, not Ready: readiness probe failing", NOW - 3600, True)
 CRASHING = PodState(False, False, "CrashLoopBackOff (restarted 7 times)", None, True)
 NEVER_STARTED = PodState(False, False, "ContainerCreating", None, False)
 
@@ -176,7 +176,7 @@ def kubelet(situation: str, ready: bool = False) -> dict:
 
 @pytest.mark.parametrize("status,expected", [
     (kubelet("ready", ready=True), PodState(True, True, "", STARTED.timestamp(), True)),
-    (kubelet("running"), PodState(False, True, "running, not Ready (readiness probe failing) (restarted 1 time, "
+    (kubelet("running"), PodState(False, True, "running, not Ready: readiness probe failing (restarted 1 time, "
                                                 "last exit 0 Completed)", STARTED.timestamp(), True)),
     (kubelet("crashloop"), PodState(False, False, "CrashLoopBackOff (restarted 7 times, last exit 137 OOMKilled)",
                                     None, True)),

@@ -96,3 +96,11 @@ def test_sync_interval_comes_from_the_caches_configmap(api, cli, caches):
         {"cache.yaml": cm["data"]["cache.yaml"].replace("sync-interval: 60 ", "sync-interval: 600 ")}))
     tuned = cli("status", "-o", "json").json()["nodes"][0]
     assert (tuned["fallbackState"], tuned["detail"]) == ("ok", "armed: 2 endpoints, refreshed 20 min ago")
+
+    # Without `get` on configmaps the interval is the default, and the output says so; nothing else is missing.
+    api.forbid("get", "configmaps", namespace=NS)
+    unread = cli("status", "-o", "json").json()
+    assert unread["nodes"][0]["fallbackState"] == "warn" and not unread["partial"]
+    assert any(note.startswith("the caches' settings file is not read (ConfigMap localdns-system/localdns-cache-"
+                               "config-") and note.endswith("a sync interval set there is not known, 60 s is assumed")
+               for note in unread["notes"]), unread["notes"]

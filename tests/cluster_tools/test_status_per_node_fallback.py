@@ -150,7 +150,7 @@ def test_a_cache_running_but_not_ready_still_reports_its_fallback(api, cli, cach
     row = nodes(result)["node-2"]
     assert (row["cache"], row["fallback"], row["fallbackState"], row["state"], row["injectedPods"]) == \
         ("not ready", "armed", "ok", "fail", 1)
-    assert row["reason"] == "running, not Ready (readiness probe failing) (restarted 1 time, last exit 0 Completed)"
+    assert row["reason"] == "running, not Ready: readiness probe failing (restarted 1 time, last exit 0 Completed)"
     assert "1 injected pod on nodes without a ready cache (node-2): they resolve through the fallback, by kube-dns" \
         in checks(result)["cache"]["detail"]
     assert checks(result)["fallback"]["detail"] == "armed on 2 of 2 nodes"
