@@ -39,6 +39,7 @@ METRICS_TIMEOUT = 10.0  # a cache answers in milliseconds; a node that does not 
 READERS = 8  # metrics read at once: a large cluster is read in seconds, and the API server is not flooded
 GAUGES = {"localdns_fallback_armed": "armed", "localdns_fallback_endpoints": "endpoints",
           "localdns_fallback_last_refresh_timestamp_seconds": "last_refresh"}
+FORBIDDEN = "not allowed to read its metrics (get on pods/proxy)"
 NO_CACHE_RUNNING = "no cache running to report (the rules of its last run stay in the kernel)"
 NEVER_RAN = "no cache running to report (the rules of an earlier cache, if one ran, stay in the kernel)"
 
@@ -222,6 +223,7 @@ def _config_file(client: Client, daemonset: JSON, notes: list[str]) -> str | Non
         return None
     return str(data.get(key) or "")
 
+
 def observe(client: Client, daemonset: JSON, settings: CacheSettings, injected_nodes: Mapping[str, list[str]],
             gaps: Gaps) -> list[NodeFacts] | None:
     """Every node with a cache pod or an injected pod, and what its cache says; None when the cache pods cannot
@@ -247,15 +249,19 @@ def observe(client: Client, daemonset: JSON, settings: CacheSettings, injected_n
         name = str(pod["metadata"]["name"])
         if not state.running:
             return NodeFacts(node, name, state, injected)
-        fallback, unread = read_fallback(client, name, settings, gaps)
+        fallback, unread = read_fallback(client, name, settings)
         return NodeFacts(node, name, state, injected, fallback, unread)
 
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        return list(pool.map(facts, nodes))
+        found = list(pool.map(facts, nodes))
+    if any(f.unread == FORBIDDEN for f in found):
+        gaps.add(f"cannot read the caches' metrics, so not whether each node's fallback is armed: grant 'get' on "
+                 f"pods/proxy in namespace {names.NAMESPACE}")
+    return found
 
 
-def read_fallback(client: Client, pod: str, settings: CacheSettings, gaps: Gaps) -> tuple[Fallback | None, str]:
-    """The gauges from one cache, or None and why not."""
+def read_fallback(client: Client, pod: str, settings: CacheSettings) -> tuple[Fallback | None, str]:
+    """The gauges from one cache, or None and why not (FORBIDDEN: RBAC refused the pods proxy)."""
     if settings.metrics_port is None:
         return None, "the caches export no metrics (--metrics off)"
     port = settings.metrics_port
@@ -263,9 +269,7 @@ def read_fallback(client: Client, pod: str, settings: CacheSettings, gaps: Gaps)
         page = client.proxy_get("Pod", pod, names.NAMESPACE, port, "/metrics",
                                 timeout=min(client.timeout, METRICS_TIMEOUT))
     except Forbidden:
-        gaps.add(f"cannot read the caches' metrics, so not whether each node's fallback is armed: grant 'get' on "
-                 f"pods/proxy in namespace {names.NAMESPACE}")
-        return None, "not allowed to read its metrics (get on pods/proxy)"
+        return None, FORBIDDEN
     except Unavailable as exc:
         return None, f"the API server could not reach its metrics on port {port} ({exc.said or exc})"
     except Unreachable:

@@ -307,7 +307,7 @@ class FakeKubeAPI:
         if group == "" and namespace is not None and len(rest) >= 3 and rest[0] == "pods" and rest[2] == "proxy":
             # The API server decodes the path before it routes (NAME:PORT may come as NAME%3APORT); what follows
             # /proxy goes to the pod, trailing slash and all.
-            after = path.split("/proxy", 1)[1] if "/proxy" in path else ""
+            after = path.split(f"/pods/{rest[1]}/proxy", 1)[1]
             pods = self._type_of_plural("pods")
             return _Target(pods, namespace, unquote(rest[1]), "proxy", unquote(after))
         if not rest or len(rest) > 3:

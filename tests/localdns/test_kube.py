@@ -244,6 +244,8 @@ def test_the_fake_proxy_follows_the_api_servers_contract(api, pod_server):
     assert get(f"{base}/web-1%3A{pod_server.port}/proxy") == (200, "text/plain; version=0.0.4; charset=utf-8",
                                                                "asked /\n")
     assert get(f"{base}/http:web-1:{pod_server.port}/proxy/m")[2] == "asked /m\n"
+    seed_pod(api, "proxy")  # a pod may be named like the subresource
+    assert get(f"{base}/proxy:{pod_server.port}/proxy/proxy/x")[2] == "asked /proxy/x\n"
 
     def status(path: str) -> tuple[int, str, str]:
         code, content_type, body = get(path)
