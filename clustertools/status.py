@@ -290,8 +290,7 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-HELP = ("check the installation: webhook configuration, certificates, webhook and cache readiness, each node's "
-        "fail-open fallback, namespaces")
+HELP = "check the installation: webhook configuration, certificates, webhook and cache readiness, namespaces"
 DESCRIPTION = ("One screen on the health of localdns. Exit 0: healthy (warnings allowed); 1: something is wrong; "
                "2: error (cluster unreachable); 3: some objects could not be read.")
 
