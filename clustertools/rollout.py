@@ -21,11 +21,13 @@ from typing import Any, TextIO
 
 from clustertools import cli
 from clustertools.audit import DELETE, NEEDS_RESTART, RESTART, AuditResult, OwnerGroup, classify, collect
+from clustertools.checks import FAIL
+from clustertools.nodes import check_cache
 from clustertools.output import emit, plural, table
 from clustertools.owners import Owner, OwnerResolver
 from clustertools.readiness import Progress, cannot_restart, progress, restart_patch
 from clustertools.scope import Gaps
-from clustertools.status import FAIL, check_cache, check_webhook_replicas
+from clustertools.status import check_webhook_replicas
 from localdns import names
 from localdns.kube import Client, Conflict, Forbidden, KubeError, NotFound, describe
 from webhook.config import Settings

@@ -12,7 +12,8 @@ What is checked, and why each matters:
   Service name inside the cluster): a TLS handshake trusting only the caBundle, for the Service name, as the API
   server makes it; this catches a webhook that has not reloaded a renewed Secret;
 - webhook replicas ready; cache pods ready on every node the DaemonSet wants, and no injected pod on a node whose
-  cache is not ready (its DNS would fail);
+  cache is not ready; per node, why a cache is not ready and whether the node's fail-open fallback is armed, read
+  from the caches' metrics (nodes.py): what decides whether those pods' DNS still works;
 - the opted-in and dry-run namespaces with injected/total pods (pods still needing a restart are a warning: see
   `audit`), and NetworkPolicies that block DNS to the local IP (a failure where injected pods' DNS fails now).
 """
@@ -30,25 +31,15 @@ from typing import Any
 from cryptography import x509
 
 from certs.authority import CertificateError, dns_names_of, fingerprint, is_signed_by, load_certificates
-from clustertools import cli, netpolicies
+from clustertools import cli, netpolicies, nodes
 from clustertools.audit import collect
+from clustertools.checks import FAIL, OK, UNKNOWN, WARN, Check
 from clustertools.output import emit, plural, table
 from clustertools.scope import Gaps
 from localdns import names
 from localdns.kube import JSON, Client, Forbidden, NotFound, describe
 
-OK, WARN, FAIL, UNKNOWN = "ok", "warn", "fail", "unknown"
 RENEW_WARNING = dt.timedelta(days=14)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    state: str
-    detail: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"check": self.name, "state": self.state, "detail": self.detail}
 
 
 def selected_modes(hook: JSON) -> set[str]:
@@ -176,25 +167,11 @@ def check_webhook_replicas(deployment: JSON) -> Check:
     return Check("webhook", OK if ready >= want else WARN, detail)
 
 
-def check_cache(daemonset: JSON, ready_nodes: set[str] | None, injected_nodes: dict[str, list[str]]) -> Check:
-    status = daemonset.get("status", {})
-    desired = int(status.get("desiredNumberScheduled") or 0)
-    ready = int(status.get("numberReady") or 0)
-    detail = f"ready on {ready} of {plural(desired, 'node')}"
-    problems = ["the DaemonSet runs on no node"] if desired == 0 else []
-    if ready_nodes is not None:
-        stranded = {node: pods for node, pods in injected_nodes.items() if node and node not in ready_nodes}
-        if stranded:
-            count = sum(len(p) for p in stranded.values())
-            problems.append(f"{plural(count, 'injected pod')} on nodes without a ready cache "
-                            f"({', '.join(sorted(stranded))}): their DNS fails")
-    return Check("cache", FAIL if problems or ready < desired else OK, "; ".join([detail, *problems]))
-
-
 @dataclass
 class StatusReport:
     checks: list[Check] = field(default_factory=list)
     namespaces: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # nodes.judge_node's rows, every node
     gaps: Gaps = field(default_factory=Gaps)
     notes: list[str] = field(default_factory=list)
 
@@ -206,7 +183,8 @@ class StatusReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"healthy": self.exit_code == cli.EXIT_OK, "partial": bool(self.gaps), "gaps": list(self.gaps.items),
-                "checks": [c.as_dict() for c in self.checks], "namespaces": self.namespaces, "notes": self.notes}
+                "checks": [c.as_dict() for c in self.checks], "namespaces": self.namespaces, "nodes": self.nodes,
+                "notes": self.notes}
 
 
 def gather(client: Client, args: argparse.Namespace, now: dt.datetime) -> StatusReport:
@@ -253,8 +231,8 @@ def gather(client: Client, args: argparse.Namespace, now: dt.datetime) -> Status
     report.notes = audit.notes
     daemonset = read("DaemonSet", names.CACHE_DAEMONSET, names.NAMESPACE, "cache")
     if daemonset is not None:
-        report.checks.append(check_cache(daemonset, _ready_cache_nodes(client, daemonset, report.gaps),
-                                         audit.injected_nodes))
+        checks, report.nodes = nodes.check(client, daemonset, audit.injected_nodes, report.gaps, report.notes, now)
+        report.checks += checks
     report.namespaces = audit.as_dict()["namespaces"]
     report.checks.append(check_namespaces(report.namespaces, audit.blocked))
     return report
@@ -284,30 +262,17 @@ def check_namespaces(namespaces: list[dict[str, Any]], blocked: netpolicies.Find
     return Check("namespaces", state, "; ".join([detail, *problems, *warnings]))
 
 
-def _ready_cache_nodes(client: Client, daemonset: JSON, gaps: Gaps) -> set[str] | None:
-    """Nodes where a cache pod is Ready, or None when the cache pods cannot be listed."""
-    labels = (daemonset.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
-    if not labels:
-        return None
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    try:
-        pods = client.list("Pod", names.NAMESPACE, label_selector=selector)
-    except Forbidden as exc:
-        gaps.add(f"{exc} (cannot tell which nodes have a ready cache)")
-        return None
-    return {
-        p.get("spec", {}).get("nodeName", "") for p in pods
-        if any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in p.get("status", {}).get("conditions") or [])
-    }
-
-
 MARKS = {OK: "OK", WARN: "WARN", FAIL: "FAIL", UNKNOWN: "--"}
 
 
 def render(data: dict[str, Any]) -> str:
     lines = [table(("", "CHECK", "DETAIL"), [(MARKS[c["state"]], c["check"], c["detail"]) for c in data["checks"]],
                    show_headers=False)]
+    troubled = [n for n in data["nodes"] if n["state"] != OK]  # the summary is the fallback check's line
+    if troubled:
+        rows = [(MARKS[n["state"]], n["node"], n["injectedPods"],
+                 n["cache"] + (f": {n['reason']}" if n["reason"] else ""), n["detail"]) for n in troubled]
+        lines += ["", table(("", "NODE", "INJECTED PODS", "CACHE", "FALLBACK"), rows)]
     if data["namespaces"]:
         rows = [(ns["name"], ns["mode"], f"{ns['injected']}/{ns['pods']}",
                  ns["wouldInject"] if ns["mode"] == names.INJECT_DRY_RUN else ns["needsRestart"], ns["untouched"])

@@ -4,7 +4,8 @@ Objects come back exactly as the API server serves them (camelCase JSON): that i
 AdmissionReview too, and it needs none of the generated model classes, which take seconds to import.
 
 A watch (`Client.watch`) is a stream of events read as they come; its ERROR events become the same errors, a 410
-Expired among them (the resourceVersion is too old: list again).
+Expired among them (the resourceVersion is too old: list again). `Client.proxy_get` reads what a pod itself serves
+(the caches' metrics) through the API server's proxy subresource, as text.
 
 Every failure is a `KubeError` whose message is a whole sentence: which object, what the API server answered (or
 that it did not answer), and what to do. The API server's answers become errors through one table (`ANSWERS`),
@@ -58,11 +59,12 @@ class Call:
 
 
 class KubeError(Exception):
-    """An API call failed or could not be made; str() is a whole sentence for the user, `what` names the object."""
+    """An API call failed or could not be made; str() is a whole sentence for the user, `what` names the object,
+    `said` is the API server's own message when it answered with one."""
 
-    def __init__(self, message: str, what: str = "") -> None:
+    def __init__(self, message: str, what: str = "", said: str = "") -> None:
         super().__init__(message)
-        self.what = what
+        self.what, self.said = what, said
 
     @classmethod
     def explain(cls, call: Call, code: int, reason: str, message: str) -> str:
@@ -116,9 +118,18 @@ class Expired(KubeError):
         return f"{call.what}: the version to {call.verb} from is too old ({code} {reason}: {message}); list them again"
 
 
+class Unavailable(KubeError):
+    """503 Service Unavailable: through the proxy subresource, the API server could not reach the pod (nothing
+    listens on the port, or the node does not answer); otherwise the API server itself is not ready."""
+
+    @classmethod
+    def explain(cls, call: Call, code: int, reason: str, message: str) -> str:
+        return f"{call.what}: the API server at {call.host} could not reach it ({code} {reason}: {message})"
+
+
 # The API server's answers, by HTTP status. Any other status is a plain KubeError.
 ANSWERS: dict[int, type[KubeError]] = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-                                       410: Expired}
+                                       410: Expired, 503: Unavailable}
 # A JSON patch whose `test` operation fails is answered 422 Invalid: the tests are the caller's preconditions on the
 # version it read, so that answer means the same as 409.
 PATCH_TEST_FAILED = 422
@@ -136,7 +147,8 @@ def status_message(body: bytes | str | None) -> str:
 def answer_error(call: Call, code: int, reason: str, body: bytes | str | None) -> KubeError:
     """The error for an answer that is not a success."""
     kind = Conflict if code == PATCH_TEST_FAILED and call.json_patch else ANSWERS.get(code, KubeError)
-    return kind(kind.explain(call, code, reason, status_message(body) or reason), call.what)
+    said = status_message(body)
+    return kind(kind.explain(call, code, reason, said or reason), call.what, said)
 
 
 @contextlib.contextmanager
@@ -259,19 +271,25 @@ class Client:
         return Call(verb, what, RESOURCES[kind].rbac_name, self.host, self.timeout, self.timeout_flag, many,
                     json_patch)
 
-    def request(self, method: str, path: str, call: Call, query: dict[str, str] | None = None, body: Any = None,
-                content_type: str | None = None) -> JSON:
-        headers = {"Accept": "application/json"} | ({"Content-Type": content_type} if content_type else {})
+    def _send(self, method: str, path: str, call: Call, query: dict[str, str] | None = None, body: Any = None,
+              content_type: str | None = None, accept: str = "application/json") -> bytes:
+        """One request; the body of a 2xx answer, or the error for any other."""
+        headers = {"Accept": accept} | ({"Content-Type": content_type} if content_type else {})
         with map_exceptions(call):
             params = self.api_client.param_serialize(
                 method=method, resource_path=path, query_params=list((query or {}).items()),
                 header_params=headers, body=body, auth_settings=["BearerToken"],
             )
-            response = self.api_client.call_api(*params, _request_timeout=(min(CONNECT_TIMEOUT, self.timeout),
-                                                                           self.timeout))
-            data = response.read()
+            response = self.api_client.call_api(*params, _request_timeout=(min(CONNECT_TIMEOUT, call.timeout),
+                                                                           call.timeout))
+            data: bytes = response.read()
         if not 200 <= response.status < 300:
             raise answer_error(call, response.status, response.reason or "", data)
+        return data
+
+    def request(self, method: str, path: str, call: Call, query: dict[str, str] | None = None, body: Any = None,
+                content_type: str | None = None) -> JSON:
+        data = self._send(method, path, call, query, body, content_type)
         try:
             answer = json.loads(data or b"{}")
         except ValueError:
@@ -284,6 +302,19 @@ class Client:
     def get(self, kind: str, name: str, namespace: str | None = None) -> JSON:
         return self.request("GET", RESOURCES[kind].path(namespace, name),
                             self._call("get", kind, describe(kind, name, namespace)))
+
+    def proxy_get(self, kind: str, name: str, namespace: str | None, port: int, path: str,
+                  timeout: float | None = None) -> str:
+        """GET `path` from the object's `port` through the API server's proxy subresource
+        (`.../pods/NAME:PORT/proxy/PATH`): what the pod answers, as text. RBAC: `get` on `pods/proxy`. The API
+        server answers 503 when the pod does not (Unavailable); the pod's own errors come back as they are.
+        `timeout` (at most the client's) bounds the wait for a pod that accepts and never answers."""
+        resource = RESOURCES[kind]
+        what = f"port {port} of {describe(kind, name, namespace)}"
+        call = Call("get", what, f"{resource.plural}/proxy", self.host, min(timeout or self.timeout, self.timeout),
+                    self.timeout_flag)
+        target = resource.path(namespace) + f"/{quote(name, safe='')}:{port}/proxy/{quote(path.lstrip('/'))}"
+        return self._send("GET", target, call, accept="text/plain, */*").decode("utf-8", "replace")
 
     def listing(self, kind: str, namespace: str | None = None,
                 label_selector: str | None = None) -> tuple[list[JSON], str]:

@@ -26,6 +26,16 @@ stops:
   `user_extra` (e.g. the node-name claim of a pod's service account token).
 - watch (`?watch=1`): chunked JSON events from a resourceVersion, 410 Expired for a compacted one, bookmarks,
   timeoutSeconds; see tests/kubeapi_watch.py.
+- the pods proxy subresource, GET `/api/v1/namespaces/NS/pods/NAME[:PORT]/proxy[/PATH][?QUERY]`, as the real
+  server's pod ResourceLocation and proxy transport do it: NAME may be `NAME`, `NAME:PORT` or `http:NAME:PORT`
+  (no port: the pod's first containerPort, else 80); the request goes over HTTP to the pod's first
+  `status.podIPs` address (the one `status.podIP` repeats) with the path and query as given, and the pod's status,
+  Content-Type and body come back as they are. 404 NotFound for an unknown pod; 400 BadRequest `address not
+  allowed` for a pod without an address, or one that is not global unicast; 503 ServiceUnavailable `error trying
+  to reach service: ...` when the pod does not answer. RBAC names it `pods/proxy` (`forbid("get", "pods/proxy")`;
+  a fault on `pods` does not cover it). Where it stops: a loopback podIP is allowed (the real server refuses it
+  with `address not allowed`: a test's pods can only listen on loopback); only GET, only http (https: 400);
+  no request header but Accept is passed on, no URL rewriting of HTML answers; no services or nodes proxy.
 Not implemented (answers 400/405 rather than pretending): server-side apply, deletecollection,
 validation of object schemas, finalizers and graceful deletion, namespace termination.
 
@@ -39,6 +49,8 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import http.client
+import ipaddress
 import json
 import tempfile
 import threading
@@ -48,7 +60,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import jsonpatch
 import yaml
@@ -88,6 +100,30 @@ class _Target:
     namespace: str | None
     name: str | None
     subresource: str | None
+    proxy_path: str = ""  # for the proxy subresource: the path after `/proxy`, passed on to the pod
+
+    @property
+    def rbac_resource(self) -> str:
+        """The resource as RBAC names it: `pods/proxy` for the proxy (a write to /status has always counted as its
+        resource's here)."""
+        return f"{self.type.plural}/proxy" if self.subresource == "proxy" else self.type.plural
+
+
+@dataclass
+class _ProxyRequest:
+    """A proxy request, resolved under the lock to where it goes; forwarded outside it."""
+
+    host: str
+    port: int
+    path: str
+
+
+@dataclass
+class _Proxied:
+    """The pod's answer, handed back as it is."""
+
+    content_type: str
+    data: bytes
 
 
 @dataclass
@@ -106,7 +142,7 @@ class _Fault:
     action: Callable[[FakeKubeAPI], None] | None = None
 
     def matches(self, verb: str, target: _Target) -> bool:
-        return (self.verb in (verb, "*") and self.resource in (target.type.plural, "*")
+        return (self.verb in (verb, "*") and self.resource in (target.rbac_resource, "*")
                 and self.namespace in (None, target.namespace) and self.name in (None, target.name))
 
 
@@ -268,6 +304,12 @@ class FakeKubeAPI:
         if len(rest) >= 3 and rest[0] == "namespaces":  # namespaced resource (a namespace's own /status is 3 long)
             if not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize")):
                 namespace, rest = rest[1], rest[2:]
+        if group == "" and namespace is not None and len(rest) >= 3 and rest[0] == "pods" and rest[2] == "proxy":
+            # The API server decodes the path before it routes (NAME:PORT may come as NAME%3APORT); what follows
+            # /proxy goes to the pod, trailing slash and all.
+            after = path.split(f"/pods/{rest[1]}/proxy", 1)[1]
+            pods = self._type_of_plural("pods")
+            return _Target(pods, namespace, unquote(rest[1]), "proxy", unquote(after))
         if not rest or len(rest) > 3:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         for rtype in RESOURCE_TYPES:
@@ -477,14 +519,64 @@ class FakeKubeAPI:
                 verb = "watch"
             record.verb, record.resource = verb or method.lower(), target.type.plural
             record.namespace, record.name, record.subresource = target.namespace, target.name, target.subresource
+            if target.subresource == "proxy" and method != "GET":
+                raise ApiError(405, "MethodNotAllowed", f"{method} through the proxy is not supported by FakeKubeAPI")
             if verb is None or (verb == "create" and target.name) or (
                     verb in ("update", "patch") and not target.name) or (verb == "delete" and not target.name):
                 raise ApiError(405, "MethodNotAllowed", f"{method} {url.path} is not supported by FakeKubeAPI")
             status, body = self._answer(verb, target, query, content_type, record.body)
+            if isinstance(body, _ProxyRequest):
+                body.path += f"?{url.query}" if url.query else ""  # the query goes to the pod as it came
+                status, body = self._forward(body, headers.get("Accept"))
         except ApiError as err:
             status, body = err.code, err.status()
         record.status = status
         return status, body
+
+    def _proxy_request(self, target: _Target) -> _ProxyRequest:
+        """Where a proxy request goes, as the real server's pod ResourceLocation works it out."""
+        assert target.name is not None
+        parts = target.name.split(":")  # NAME, NAME:PORT or SCHEME:NAME:PORT
+        scheme, name, port = ["", *parts, ""][:3] if len(parts) < 3 else parts[:3]
+        if len(parts) > 3 or not name or scheme not in ("", "http", "https"):
+            raise ApiError(400, "BadRequest", f'invalid pod request "{target.name}"')
+        if scheme == "https":
+            raise ApiError(400, "BadRequest", "FakeKubeAPI proxies to pods over http only")
+        pod = self._existing(_Target(target.type, target.namespace, name, None))
+        if not port:
+            ports = [c["ports"][0]["containerPort"] for c in pod.get("spec", {}).get("containers") or []
+                     if c.get("ports")]
+            port = str(ports[0]) if ports else "80"
+        ips = [entry.get("ip") for entry in (pod.get("status") or {}).get("podIPs") or []]
+        try:
+            address = ipaddress.ip_address(ips[0] if ips else "")
+        except ValueError:
+            address = None
+        # The real server's rule is IsGlobalUnicast(); loopback is let through here (module docstring).
+        if address is None or not (address.is_loopback or _global_unicast(address)):
+            raise ApiError(400, "BadRequest", "address not allowed")
+        if not port.isdigit():
+            raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {address}:{port}: "
+                           "unknown port")
+        return _ProxyRequest(str(address), int(port), target.proxy_path or "/")
+
+    def _forward(self, request: _ProxyRequest, accept: str | None) -> tuple[int, Any]:
+        """The pod's answer as it is, or 503 as the real proxy transport says it when the pod does not answer."""
+        host = f"[{request.host}]" if ":" in request.host else request.host
+        connection = http.client.HTTPConnection(request.host, request.port, timeout=30)  # the real dial timeout
+        try:
+            connection.request("GET", request.path, headers={"Accept": accept} if accept else {})
+            response = connection.getresponse()
+            data = response.read()
+        except ConnectionRefusedError:
+            raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {host}:"
+                           f"{request.port}: connect: connection refused") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {host}:"
+                           f"{request.port}: {exc or type(exc).__name__}") from None
+        finally:
+            connection.close()
+        return response.status, _Proxied(response.getheader("Content-Type") or "", data)
 
     def _answer(self, verb: str, target: _Target, query: dict, content_type: str | None,
                 body: Any) -> tuple[int, Any]:
@@ -504,7 +596,7 @@ class FakeKubeAPI:
                 where = f' in the namespace "{target.namespace}"' if target.namespace else " at the cluster scope"
                 named = f'{self._qualified(target)} "{name}"' if name else self._qualified(target)
                 raise ApiError(403, "Forbidden", f'{named} is forbidden: User "{self.user}" cannot {verb} resource '
-                               f'"{target.type.plural}" in API group "{target.type.group}"{where}',
+                               f'"{target.rbac_resource}" in API group "{target.type.group}"{where}',
                                self._details(target, name))
             for fault in self._faults.conflicts:
                 if fault.remaining and fault.matches(verb, probe):
@@ -515,6 +607,8 @@ class FakeKubeAPI:
                 raise ApiError(400, "BadRequest", "the request body must be a JSON object")
             if verb == "watch":
                 return 200, _WatchRequest(target, query)  # streamed by the handler, outside the lock
+            if target.subresource == "proxy":
+                return 200, self._proxy_request(target)  # forwarded outside the lock
             if verb == "get":
                 return 200, copy.deepcopy(self._existing(target))
             if verb == "list":
@@ -551,9 +645,13 @@ class FakeKubeAPI:
                 if isinstance(body, _WatchRequest):
                     api._stream(self, body)
                     return
-                data = json.dumps(body).encode()
+                if isinstance(body, _Proxied):
+                    data, content_type = body.data, body.content_type
+                else:
+                    data, content_type = json.dumps(body).encode(), "application/json"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                if content_type:
+                    self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:
@@ -574,3 +672,10 @@ class _QuietServer(ThreadingHTTPServer):
         import sys
         if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that time out just go away
             super().handle_error(request, client_address)
+
+
+def _global_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Go's net.IP.IsGlobalUnicast: not unspecified, loopback, link-local, multicast or (IPv4) broadcast; private
+    ranges count as global unicast."""
+    return not (address.is_unspecified or address.is_loopback or address.is_link_local or address.is_multicast
+                or str(address) == "255.255.255.255")

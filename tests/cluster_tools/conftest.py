@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from clustertools.__main__ import main
+from tests.cluster_tools.caches import Caches
 from tests.kubeapi import FakeKubeAPI
 
 
@@ -29,6 +30,20 @@ class Result:
 def api() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as server:
         yield server
+
+
+@pytest.fixture
+def caches() -> Iterator[Callable[[int], Caches]]:
+    """Make `Caches(nodes)`: a metrics endpoint per test node (tests/cluster_tools/caches.py), closed afterwards."""
+    made: list[Caches] = []
+
+    def make(nodes: int = 2) -> Caches:
+        made.append(Caches(nodes))
+        return made[-1]
+
+    yield make
+    for fleet in made:
+        fleet.__exit__()
 
 
 @pytest.fixture

@@ -2,84 +2,33 @@
 handshake for the served certificate (trusting only the caBundle, for the Service name, as the API server does)."""
 from __future__ import annotations
 
-import base64
 import datetime as dt
+import time
 
 from certs.authority import new_ca, new_serving_cert, service_dns_names
 from clustertools import status
 from tests.certs.handshake import LoopbackTLSServer
 from tests.cluster_tools import workloads as w
-
-NS = "localdns-system"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def webhook_entry(name: str, mode: str, path: str, bundle: str | None) -> dict:
-    client_config: dict = {"service": {"namespace": NS, "name": "localdns-webhook", "path": path, "port": 443}}
-    if bundle is not None:
-        client_config["caBundle"] = bundle
-    return {"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore",
-            "timeoutSeconds": 2, "namespaceSelector": {"matchLabels": {"localdns.io/inject": mode}},
-            "clientConfig": client_config,
-            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}
-
-
-def webhook_configuration(bundle: str | None, entries: tuple[tuple[str, str, str], ...] = (
-        ("inject.localdns.io", "enabled", "/mutate"), ("dry-run.localdns.io", "dry-run", "/dry-run"))) -> dict:
-    """The MutatingWebhookConfiguration of deploy/ with its caBundle set: one entry per label value."""
-    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "localdns-webhook"},
-            "webhooks": [webhook_entry(name, mode, path, bundle) for name, mode, path in entries]}
-
-
-def install(api, *, ca=None, serving=None, webhook_ready: int = 2, cache_ready: tuple[str, ...] = ("node-1", "node-2"),
-            nodes: int = 2, ca_bundle: bytes | None = None):
-    """What `kubectl apply -k deploy/` plus `certs bootstrap` leave in the cluster, with controllers' status."""
-    ca = ca or new_ca()
-    serving = serving or new_serving_cert(ca, service_dns_names("localdns-webhook", NS))
-    w.namespace(api, NS, opted_in=False)
-    bundle = b64(ca.cert_pem() if ca_bundle is None else ca_bundle)
-    api.seed(webhook_configuration(bundle))
-    api.seed({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-              "metadata": {"name": "localdns-webhook-tls", "namespace": NS},
-              "data": {"tls.crt": b64(serving.cert_pem()), "tls.key": b64(serving.key_pem()),
-                       "ca.crt": b64(ca.cert_pem())}})
-    api.seed({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "localdns-webhook", "namespace": NS},
-              "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "localdns-webhook"}},
-                       "template": w.template()},
-              "status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": webhook_ready,
-                         "availableReplicas": webhook_ready, "updatedReplicas": 2}})
-    api.seed({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "localdns-cache", "namespace": NS},
-              "spec": {"selector": {"matchLabels": {"app": "localdns-cache"}}, "template": w.template()},
-              "status": {"observedGeneration": 1, "desiredNumberScheduled": nodes, "currentNumberScheduled": nodes,
-                         "numberMisscheduled": 0, "numberReady": len(cache_ready),
-                         "numberAvailable": len(cache_ready), "updatedNumberScheduled": nodes}})
-    for i in range(nodes):
-        node = f"node-{i + 1}"
-        api.seed({"apiVersion": "v1", "kind": "Pod",
-                  "metadata": {"name": f"localdns-cache-{i}", "namespace": NS, "labels": {"app": "localdns-cache"}},
-                  "spec": {"nodeName": node, "hostNetwork": True, "containers": [{"name": "cache", "image": "x"}]},
-                  "status": {"phase": "Running",
-                             "conditions": [{"type": "Ready", "status": str(node in cache_ready)}]}})
-    return ca, serving
+from tests.cluster_tools.installation import NS, b64, install, webhook_configuration
 
 
 def checks(result) -> dict[str, dict]:
     return {c["check"]: c for c in result.json()["checks"]}
 
 
-def test_healthy_installation(api, cli):
-    install(api)
+def test_healthy_installation(api, cli, caches):
+    fleet = caches(2)
+    install(api, caches=fleet)
+    for endpoint in fleet.endpoints:
+        endpoint.fallback(armed=1, endpoints=2, refreshed=time.time())
     w.namespace(api, "shop")
     w.deployment(api, "shop", "web", injected=True)
     result = cli("status", "-o", "json")
     assert result.code == 0, result.out
     states = {name: c["state"] for name, c in checks(result).items()}
     assert states == {"webhook configuration": "ok", "certificate": "ok", "served certificate": "unknown",
-                      "webhook": "ok", "cache": "ok", "namespaces": "ok"}
+                      "webhook": "ok", "cache": "ok", "fallback": "ok", "namespaces": "ok"}
+    assert checks(result)["fallback"]["detail"] == "armed on 2 of 2 nodes"
     assert "port-forward" in checks(result)["served certificate"]["detail"]
     assert result.json()["namespaces"][0] | {} == {"name": "shop", "mode": "enabled", "readable": True, "pods": 2,
                                                    "injected": 2, "needsRestart": 0, "wouldInject": 0, "untouched": 0}

@@ -1,13 +1,17 @@
 """`status` on what a user really installs: deploy/ rendered by kubectl kustomize, certificates made by
-`python -m certs bootstrap` against the API server, and the webhook's served certificate checked over real TLS."""
+`python -m certs bootstrap` against the API server, the webhook's served certificate checked over real TLS, and the
+caches' metrics read through the pods proxy at the port cluster.yaml sets, judged by the sync interval the caches'
+generated ConfigMap sets."""
 from __future__ import annotations
 
 import base64
+import time
 
 from certs.__main__ import main as certs_main
 from tests.certs.handshake import LoopbackTLSServer
 from tests.cluster_tools import workloads as w
-from tests.deploy.render import rendered
+from tests.cluster_tools.caches import LABELS, Caches, cache_pod
+from tests.deploy.render import find, pod_spec, rendered
 
 NS = "localdns-system"
 
@@ -22,7 +26,7 @@ def apply(api, objects: list[dict]) -> None:
             pass
 
 
-def controllers_report_ready(api, nodes: tuple[str, ...]) -> None:
+def controllers_report_ready(api, nodes: tuple[str, ...], fleet: Caches) -> None:
     """What the Deployment and DaemonSet controllers and the kubelets write once everything runs."""
     def webhook_ready(dep: dict) -> None:
         n = dep["spec"].get("replicas", 1)
@@ -36,16 +40,16 @@ def controllers_report_ready(api, nodes: tuple[str, ...]) -> None:
 
     w.edit(api, "deployments", NS, "localdns-webhook", webhook_ready)
     w.edit(api, "daemonsets", NS, "localdns-cache", cache_ready)
-    labels = api.get_object("daemonsets", "localdns-cache", NS)["spec"]["selector"]["matchLabels"]
-    for i, node in enumerate(nodes):
-        api.seed({"apiVersion": "v1", "kind": "Pod",
-                  "metadata": {"name": f"localdns-cache-{i}", "namespace": NS, "labels": labels},
-                  "spec": {"nodeName": node, "hostNetwork": True, "containers": [{"name": "cache", "image": "x"}]},
-                  "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+    assert api.get_object("daemonsets", "localdns-cache", NS)["spec"]["selector"]["matchLabels"] == LABELS
+    for node in nodes:
+        cache_pod(api, fleet, node)
 
 
-def test_status_of_a_fresh_install_then_healthy(api, cli):
-    apply(api, rendered(("builtin-certs",)))
+def test_status_of_a_fresh_install_then_healthy(api, cli, caches):
+    fleet = caches(2)
+    for endpoint in fleet.endpoints:
+        endpoint.fallback(armed=1, endpoints=2, refreshed=time.time() - 30)
+    apply(api, rendered(("builtin-certs",), metricsPort=str(fleet.port)))
     fresh = cli("status", "-o", "json")
     states = {c["check"]: c["state"] for c in fresh.json()["checks"]}
     # Before `certs bootstrap` runs (the webhook's init container) there is no caBundle and no Secret.
@@ -54,7 +58,7 @@ def test_status_of_a_fresh_install_then_healthy(api, cli):
     assert certs_main(["bootstrap", "--kubeconfig", str(api.kubeconfig_path), "--namespace", NS,
                        "--service", "localdns-webhook", "--secret", "localdns-webhook-tls",
                        "--webhook-configuration", "localdns-webhook"]) == 0
-    controllers_report_ready(api, ("node-1", "node-2"))
+    controllers_report_ready(api, ("node-1", "node-2"), fleet)
     w.namespace(api, "shop")
     w.deployment(api, "shop", "web", injected=True)
 
@@ -65,4 +69,38 @@ def test_status_of_a_fresh_install_then_healthy(api, cli):
     assert healthy.code == 0, healthy.out
     assert {c["check"]: c["state"] for c in healthy.json()["checks"]} == {
         "webhook configuration": "ok", "certificate": "ok", "served certificate": "ok", "webhook": "ok",
-        "cache": "ok", "namespaces": "ok"}
+        "cache": "ok", "fallback": "ok", "namespaces": "ok"}
+    assert [(n["node"], n["fallback"], n["endpoints"]) for n in healthy.json()["nodes"]] == [
+        ("node-1", "armed", 2), ("node-2", "armed", 2)]
+    assert all(e.scrapes == 1 for e in fleet.endpoints)  # at the port cluster.yaml set, through the pods proxy
+
+
+def test_sync_interval_comes_from_the_caches_configmap(api, cli, caches):
+    """A refresh 20 minutes old is stale with the shipped `sync-interval: 60` (3 intervals: 3 min), and fine once
+    the generated ConfigMap that the DaemonSet mounts for --config says 600 (30 min)."""
+    fleet = caches(1)
+    fleet.endpoint("node-1").fallback(armed=1, endpoints=2, refreshed=time.time() - 20 * 60)
+    objects = rendered(("builtin-certs",), metricsPort=str(fleet.port))
+    apply(api, objects)
+    controllers_report_ready(api, ("node-1",), fleet)
+    shipped = cli("status", "-o", "json").json()["nodes"][0]
+    assert shipped["fallbackState"] == "warn"
+    assert shipped["detail"].startswith("armed: 2 endpoints, last refreshed 20 min ago (more than 3 sync intervals "
+                                        "of 60 s)")
+
+    volume = next(v for v in pod_spec(find(objects, "DaemonSet", "localdns-cache"))["volumes"]
+                  if v["name"] == "config")
+    name = volume["configMap"]["name"]  # generated: localdns-cache-config-<hash>
+    assert "sync-interval: 60 " in api.get_object("configmaps", name, NS)["data"]["cache.yaml"]
+    w.edit(api, "configmaps", NS, name, lambda cm: cm["data"].update(
+        {"cache.yaml": cm["data"]["cache.yaml"].replace("sync-interval: 60 ", "sync-interval: 600 ")}))
+    tuned = cli("status", "-o", "json").json()["nodes"][0]
+    assert (tuned["fallbackState"], tuned["detail"]) == ("ok", "armed: 2 endpoints, refreshed 20 min ago")
+
+    # Without `get` on configmaps the interval is the default, and the output says so; nothing else is missing.
+    api.forbid("get", "configmaps", namespace=NS)
+    unread = cli("status", "-o", "json").json()
+    assert unread["nodes"][0]["fallbackState"] == "warn" and not unread["partial"]
+    assert any(note.startswith("the caches' settings file is not read (ConfigMap localdns-system/localdns-cache-"
+                               "config-") and note.endswith("a sync interval set there is not known, 60 s is assumed")
+               for note in unread["notes"]), unread["notes"]

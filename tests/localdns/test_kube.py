@@ -147,3 +147,160 @@ def test_a_watch_streams_events_after_the_lists_version_and_its_failures_are_the
     reader.join(10)
     [error] = failure
     assert type(error) is kube.Unreachable and "was cut off" in str(error)
+
+
+# ---- the pods proxy: what a pod serves, as text (tests/kubeapi.py follows kube-apiserver's pod proxy) ----
+
+class PodServer:
+    """A pod's HTTP port on 127.0.0.1: answers GET with the path and query it was asked for, and records the
+    Accept header; `/fail` answers 500 with a body of its own."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.accepts: list[str | None] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.accepts.append(self.headers.get("Accept"))
+                status, body = (500, b"boom\n") if self.path == "/fail" else (200, f"asked {self.path}\n".encode())
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.http.server_address[1]
+        self.thread = threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def pod_server():
+    server = PodServer()
+    yield server
+    server.close()
+
+
+def seed_pod(api, name: str, ip: str | None = "127.0.0.1", ports: list[int] | None = None) -> None:
+    container = {"name": "c", "image": "i"} | ({"ports": [{"containerPort": p} for p in ports]} if ports else {})
+    status = {"phase": "Running"} | ({"podIP": ip, "podIPs": [{"ip": ip}]} if ip else {})
+    api.seed({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+              "spec": {"containers": [container]}, "status": status})
+
+
+def test_proxy_get_returns_what_the_pod_serves_as_text(api, pod_server):
+    seed_pod(api, "web-1")
+    client = kube.connect(str(api.kubeconfig_path), timeout=5)
+    assert client.proxy_get("Pod", "web-1", "shop", pod_server.port, "/metrics") == "asked /metrics\n"
+    assert pod_server.accepts == ["text/plain, */*"]
+    request = api.requests[-1]
+    assert (request.path, request.verb, request.resource, request.subresource, request.name, request.status) == (
+        f"/api/v1/namespaces/shop/pods/web-1:{pod_server.port}/proxy/metrics", "get", "pods", "proxy",
+        f"web-1:{pod_server.port}", 200)
+    # The pod's own error comes back as its answer, not as the API server's Status.
+    with pytest.raises(kube.KubeError) as failed:
+        client.proxy_get("Pod", "web-1", "shop", pod_server.port, "/fail")
+    assert type(failed.value) is kube.KubeError
+    assert str(failed.value) == (f"the API server at {api.url} answered 500 Internal Server Error to get port "
+                                 f"{pod_server.port} of Pod shop/web-1: Internal Server Error")
+
+
+def test_the_fake_proxy_follows_the_api_servers_contract(api, pod_server):
+    """What kube-apiserver's pod proxy does, checked over raw HTTP: the pod's content type and body as they are,
+    the path's rest and the query passed on, the port taken from the pod's first containerPort when the name has
+    none, a URL-encoded `NAME%3APORT`, and its own answers for a pod that does not exist, has no address or does
+    not answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    seed_pod(api, "web-1", ports=[pod_server.port, 9])
+    seed_pod(api, "pending", ip=None)
+    seed_pod(api, "link-local", ip="169.254.1.1")
+
+    def get(path: str) -> tuple[int, str, str]:
+        request = urllib.request.Request(api.url + path, headers={"Authorization": f"Bearer {api.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, answer.headers["Content-Type"], answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read().decode()
+
+    base = "/api/v1/namespaces/shop/pods"
+    assert get(f"{base}/web-1/proxy/a/b/?x=1&y=2") == (
+        200, "text/plain; version=0.0.4; charset=utf-8", "asked /a/b/?x=1&y=2\n")
+    assert get(f"{base}/web-1%3A{pod_server.port}/proxy") == (200, "text/plain; version=0.0.4; charset=utf-8",
+                                                               "asked /\n")
+    assert get(f"{base}/http:web-1:{pod_server.port}/proxy/m")[2] == "asked /m\n"
+    seed_pod(api, "proxy")  # a pod may be named like the subresource
+    assert get(f"{base}/proxy:{pod_server.port}/proxy/proxy/x")[2] == "asked /proxy/x\n"
+
+    def status(path: str) -> tuple[int, str, str]:
+        code, content_type, body = get(path)
+        assert content_type == "application/json"
+        answer = json.loads(body)
+        assert answer["kind"] == "Status" and answer["code"] == code
+        return code, answer["reason"], answer["message"]
+
+    assert status(f"{base}/gone:80/proxy/") == (404, "NotFound", 'pods "gone" not found')
+    assert status(f"{base}/pending:80/proxy/") == (400, "BadRequest", "address not allowed")
+    assert status(f"{base}/link-local:80/proxy/") == (400, "BadRequest", "address not allowed")
+    assert status(f"{base}/a:b:c:d/proxy/") == (400, "BadRequest", 'invalid pod request "a:b:c:d"')
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    assert status(f"{base}/web-1:{closed}/proxy/metrics") == (
+        503, "ServiceUnavailable", f"error trying to reach service: dial tcp 127.0.0.1:{closed}: connect: "
+                                   "connection refused")
+
+
+def test_proxy_failures_are_the_same_error_family(api, pod_server):
+    seed_pod(api, "web-1")
+    client = kube.connect(str(api.kubeconfig_path), timeout=5)
+    with pytest.raises(kube.NotFound):
+        client.proxy_get("Pod", "gone", "shop", pod_server.port, "/metrics")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    with pytest.raises(kube.Unavailable) as unanswered:
+        client.proxy_get("Pod", "web-1", "shop", closed, "/metrics")
+    assert unanswered.value.said == f"error trying to reach service: dial tcp 127.0.0.1:{closed}: connect: " \
+                                    "connection refused"
+    assert str(unanswered.value) == (f"port {closed} of Pod shop/web-1: the API server at {api.url} could not reach "
+                                     f"it (503 Service Unavailable: {unanswered.value.said})")
+
+    # RBAC names the proxy pods/proxy: a grant (or refusal) on pods is not one on it, and the other way round.
+    api.forbid("get", "pods/proxy", namespace="shop")
+    with pytest.raises(kube.Forbidden) as forbidden:
+        client.proxy_get("Pod", "web-1", "shop", pod_server.port, "/metrics")
+    assert "cannot get resource \"pods/proxy\" in API group \"\" in the namespace \"shop\"" in str(forbidden.value)
+    assert "grant the ServiceAccount 'get' on pods/proxy" in str(forbidden.value)
+    assert client.get("Pod", "web-1", "shop")["metadata"]["name"] == "web-1"
+    api.allow_all()
+    api.forbid("get", "pods", namespace="shop")
+    assert client.proxy_get("Pod", "web-1", "shop", pod_server.port, "/metrics") == "asked /metrics\n"
+
+
+def test_a_pod_that_never_answers_is_given_up_on_after_the_timeout_asked(api):
+    """A pod that accepts the connection and never answers: the call's own timeout ends the wait (Unreachable), the
+    client's longer one is not waited out."""
+    seed_pod(api, "web-1")
+    client = kube.connect(str(api.kubeconfig_path), timeout=30)
+    with socket.socket() as silent:  # listens, never accepts: the kernel completes the handshake, nobody answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        with pytest.raises(kube.Unreachable) as waited:
+            client.proxy_get("Pod", "web-1", "shop", silent.getsockname()[1], "/metrics", timeout=0.5)
+    assert "did not answer within 0.5 s (get port" in str(waited.value)
