@@ -58,7 +58,8 @@ class RBACEnforcingAPI(FakeKubeAPI):
         if verb == "create" and isinstance(body, dict):
             name = (body.get("metadata") or {}).get("name")
         rules = self.cluster_rules + self.namespace_rules.get(target.namespace, [])
-        if not rbac_allows(rules, verb, target.type.group, target.type.plural, target.name):
-            self.denied.append((verb, target.type.plural, target.namespace, name))
-            raise ApiError(403, "Forbidden", f"{self.user} cannot {verb} {target.type.plural} {name}")
+        resource = target.rbac_resource  # `pods/proxy` for the proxy, as RBAC names a subresource
+        if not rbac_allows(rules, verb, target.type.group, resource, target.name):
+            self.denied.append((verb, resource, target.namespace, name))
+            raise ApiError(403, "Forbidden", f"{self.user} cannot {verb} {resource} {name}")
         return super()._answer(verb, target, query, content_type, body)
