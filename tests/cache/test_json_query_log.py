@@ -9,7 +9,10 @@ import time
 
 import dns.message
 import dns.name
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from cache.querylog import answer_fields, common_line, format_line
 from tests.cache.conftest import Cache, raw_udp
 from tests.cache.test_query_log import HOSTILE, hostile_query
 
@@ -71,3 +74,13 @@ def test_hostile_names_stay_in_their_line_and_read_back(tmp_path, kube_dns):
         assert dns.name.from_text(line["name"]) == dns.name.Name([label, b"cluster", b"local", b""])
     assert cache.log.read_text().isascii()
     assert all(d["logger"] != "cache.query" or d["name"].endswith(".cluster.local.") for d in documents(cache))
+
+
+@given(st.binary(max_size=80), st.binary(min_size=12, max_size=40), st.sampled_from([("10.0.0.5", 41234),
+                                                                                     ("fd00::5", 53, 0, 0)]),
+       st.floats(min_value=0, max_value=10))
+@settings(max_examples=300, deadline=None)
+def test_msg_is_the_text_line_for_any_packet(query, reply, addr, duration):
+    """The JSON line's msg and the text line come from two renderings (the text one kept cheap): the same text."""
+    assert common_line(answer_fields(query, addr, "udp", reply, duration, "cache")) == \
+        format_line(query, addr, "udp", reply, duration, "cache")
