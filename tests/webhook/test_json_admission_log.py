@@ -11,8 +11,8 @@ import sys
 
 from tests.webhook.samples import pod
 from tests.webhook.test_decision_log import admit_over_https
-from tests.webhook.test_webhook_drain import REPO, accepts, free_port, read_response, tls_connect, wait_until
 from tests.webhook.test_webhook_cli import python_m_webhook
+from tests.webhook.test_webhook_drain import REPO, accepts, free_port, read_response, tls_connect, wait_until
 from webhook.review import review_for
 
 FORGED = '\n{"time": "2026-01-01T00:00:00.000000Z", "level": "INFO", "logger": "localdns.webhook", "msg": "forged"}'
