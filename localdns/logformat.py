@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 FORMATS = ("text", "json")
+_BASE_KEYS = frozenset(("time", "level", "logger", "msg", "error"))
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -87,9 +88,10 @@ class JSONFormatter(logging.Formatter):
 
     def line(self, created: float, level: str, logger: str, message: str,
              fields: Mapping[str, Any] | None = None, error: str | None = None) -> str:
-        document: dict[str, Any] = {"time": self.rfc3339(created), "level": level, "logger": logger, "msg": message}
-        if fields:
-            document.update((key, value) for key, value in fields.items() if key not in document)
+        if fields and fields.keys() & _BASE_KEYS:  # a field cannot pose as one of these
+            fields = {key: value for key, value in fields.items() if key not in _BASE_KEYS}
+        document: dict[str, Any] = {"time": self.rfc3339(created), "level": level, "logger": logger, "msg": message,
+                                    **(fields or {})}
         if error:
             document["error"] = error
         return json.dumps(document, default=str)  # ASCII: no raw U+2028, NEL or lone surrogate either
