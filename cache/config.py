@@ -13,6 +13,8 @@ from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from localdns.logformat import parse_format
+
 from . import wire
 from .addresses import DNS_PORT, Address, parse_address, parse_host_port
 from .kubednsconfig import KubeDnsConfig
@@ -59,6 +61,7 @@ class Settings:
     fallback_endpoints: str = "none"  # NAME | IP[,IP...] | none (cache/endpoints.py)
     remove_startup_taint: bool = False  # cache/starttaint.py
     log_level: str = "info"
+    log_format: str = "text"  # text or json (localdns/logformat.py); the query log's lines too
     kube_dns_config: str | None = None  # a mounted kube-dns ConfigMap: stubDomains, upstreamNameservers
     log_queries: bool = False
     log_queries_class: str = "all"  # all, or a comma list of success, denial, error (CoreDNS's log classes)
@@ -137,6 +140,10 @@ class Settings:
             parse_classes(self.log_queries_class)
         except ValueError as error:
             raise SettingsError(f"log-queries-class: {error}") from None
+        try:
+            parse_format(self.log_format)
+        except ValueError as error:
+            raise SettingsError(f"log-format: {error}") from None
         if self.log_queries_rate < 1 or self.log_queries_burst < 1:
             raise SettingsError("log-queries-rate and log-queries-burst: at least 1")
         for name in ("drain", "tcp_idle_timeout", "sync_interval"):
@@ -238,6 +245,8 @@ _HELP = {
     "remove_startup_taint": "once ready, remove the taint startup-taint.cluster-autoscaler.kubernetes.io/localdns "
                             "from this node ($NODE_NAME), through the API server with the pod's token",
     "log_level": "debug, info, warning or error",
+    "log_format": "text (one line per record) or json (one JSON object per line: time, level, logger, msg, fields); "
+                  "re-read on reload",
     "kube_dns_config": "directory of a mounted kube-dns ConfigMap (keys stubDomains, upstreamNameservers, "
                        "kube-dns's JSON); re-read on change",
     "log_queries": "log one line per answer (CoreDNS's common log format, then cache or upstream)",

@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localdns import logformat
+
 from . import config
 from .config import Settings, SettingsError
 from .health import Response, serve_http, text
@@ -275,6 +277,7 @@ class Daemon:
             new = replace(new, **{name: getattr(self.settings, name) for name in config.RESTART_ONLY})
         self._follow_kube_dns_config(new)
         self._regroup(new)
+        logformat.use(new.log_format)
         self._configure_query_log(new)
         self.stats.config_reloads["ok"] += 1
         log.info("reloaded settings (%s)", reason)
@@ -326,7 +329,7 @@ class Daemon:
     # ---- query log (cache/querylog.py) ----
     def _configure_query_log(self, settings: Settings) -> None:
         self.query_log.configure(parse_classes(settings.log_queries_class), settings.log_queries_rate,
-                                 settings.log_queries_burst)
+                                 settings.log_queries_burst, settings.log_format)
         self.resolver.query_log = self.query_log if settings.log_queries else None
 
 
@@ -344,9 +347,8 @@ def settle_garbage_collector() -> None:
     gc.freeze()
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, log_format: str = "text") -> None:
+    logformat.configure(getattr(logging, level.upper(), logging.INFO), log_format)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         settings, explicit = config.load(argv)
     except SettingsError as error:
         raise SystemExit(f"python -m cache: {error}") from None
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         daemon = Daemon(settings, explicit, dict(os.environ))
         return runner.run(daemon.run())

@@ -6,9 +6,12 @@ parsers people already use for CoreDNS keep working:
     10.0.0.5:41234 - 4711 "A IN web.default.svc.cluster.local. udp 71 false 1232" NOERROR qr,rd,ra 102 0.000021s cache
 
 Every byte a client controls is escaped as in a zone file (RFC 1035 section 5.1: `\\.`, `\\"`, `\\DDD`), so a name
-holding a newline or a quote cannot forge a line. Lines are filtered by class (CoreDNS's: success, denial, error),
-rate-limited by a token bucket (the rest are counted in `localdns_query_log_dropped_total`), and written by a
-thread from a bounded queue, so a log reader that stalls never stalls answering.
+holding a newline or a quote cannot forge a line. With `--log-format json` each answer is a JSON object instead
+(localdns/logformat.py): that line as `msg`, and its parts as keys of their own (client, port, id, type, class,
+name, proto, size, do, bufsize, rcode, flags, rsize, duration, source). Lines are filtered by class (CoreDNS's:
+success, denial, error), rate-limited by a token bucket (the rest are counted in
+`localdns_query_log_dropped_total`), and written by a thread from a bounded queue, so a log reader that stalls never
+stalls answering.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
+
+from localdns.logformat import JSONFormatter, TextFormatter
 
 from . import wire
 from .metrics import RCODE_NAMES
@@ -81,17 +86,19 @@ def question_of(data: bytes) -> tuple[str, str, str]:
             escape_name(data[12:offset + 1]))
 
 
-def edns_of(data: bytes) -> tuple[str, str]:
-    """The query's DO bit and advertised UDP size, as CoreDNS prints them ('false', '512' without EDNS)."""
+def edns_of(data: bytes) -> tuple[bool | None, int | None]:
+    """The query's DO bit and advertised UDP size, as CoreDNS has them (False, 512 without EDNS); None, None
+    where the query cannot be read."""
     try:
         query = wire.parse_query(data)
     except (wire.Drop, wire.BadQuery):
-        return "-", "-"
-    return ("true" if query.do else "false"), str(query.udp_size if query.edns else wire.PLAIN_UDP_SIZE)
+        return None, None
+    return query.do, query.udp_size if query.edns else wire.PLAIN_UDP_SIZE
 
 
 def format_line(data: bytes, addr: Any, proto: str, reply: bytes, duration: float, source: str) -> str:
-    """One log line, from the query and reply bytes as they crossed the wire."""
+    """One log line, from the query and reply bytes as they crossed the wire. The text format's path: written out
+    rather than through `answer_fields` and `common_line`, which cost it 7% more instructions per line."""
     host, port = addr[0], addr[1]
     remote = f"[{host}]" if ":" in host else host
     qid = (data[0] << 8) | data[1] if len(data) >= 2 else "-"
@@ -100,13 +107,34 @@ def format_line(data: bytes, addr: Any, proto: str, reply: bytes, duration: floa
     flags = (reply[2] << 8) | reply[3]
     rcode = flags & wire.RCODE_MASK
     rflags = ",".join(flag for flag, bit in FLAG_BITS if flags & bit)
-    return (f'{remote}:{port} - {qid} "{qtype} {qclass} {name} {proto} {len(data)} {do} {bufsize}" '
+    return (f'{remote}:{port} - {qid} "{qtype} {qclass} {name} {proto} {len(data)} '
+            f'{"-" if do is None else "true" if do else "false"} {"-" if bufsize is None else bufsize}" '
             f"{RCODE_NAMES.get(rcode, f'RCODE{rcode}')} {rflags or '-'} {len(reply)} {duration:.6f}s {source}")
 
 
-def _timestamp(at: float) -> str:
-    """As the other log lines have it (logging's default asctime)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f",{int(at * 1000) % 1000:03d}"
+def common_line(fields: dict[str, Any]) -> str:
+    """`format_line`'s text from the line's parts (`answer_fields`): the JSON format's `msg`."""
+    host, qid, do, bufsize = fields["client"], fields["id"], fields["do"], fields["bufsize"]
+    remote = f"[{host}]" if ":" in host else host
+    return (f'{remote}:{fields["port"]} - {"-" if qid is None else qid} "{fields["type"]} {fields["class"]} '
+            f'{fields["name"]} {fields["proto"]} {fields["size"]} {"-" if do is None else "true" if do else "false"} '
+            f'{"-" if bufsize is None else bufsize}" {fields["rcode"]} {fields["flags"] or "-"} {fields["rsize"]} '
+            f'{fields["duration"]:.6f}s {fields["source"]}')
+
+
+def answer_fields(data: bytes, addr: Any, proto: str, reply: bytes, duration: float, source: str) -> dict[str, Any]:
+    """The line's parts as JSON keys, typed (numbers as numbers, the DO bit as a boolean; null where the query has
+    none to read), the name in presentation form as in the line (escaped: it reads back as the same wire name)."""
+    qtype, qclass, name = question_of(data)
+    do, bufsize = edns_of(data)
+    flags = (reply[2] << 8) | reply[3]
+    rcode = flags & wire.RCODE_MASK
+    return {"client": addr[0], "port": addr[1], "id": (data[0] << 8) | data[1] if len(data) >= 2 else None,
+            "type": qtype, "class": qclass, "name": name, "proto": proto, "size": len(data),
+            "do": do, "bufsize": bufsize,
+            "rcode": RCODE_NAMES.get(rcode, f"RCODE{rcode}"),
+            "flags": ",".join(flag for flag, bit in FLAG_BITS if flags & bit), "rsize": len(reply),
+            "duration": round(duration, 6), "source": source}
 
 
 class _Logged:
@@ -142,13 +170,16 @@ class QueryLog:
         self.classes, self.rate, self.burst = classes, float(rate), burst
         self.tokens, self.refilled = float(burst), clock()
         self.dropped_unreported = 0
+        self.json = False
         self.stream = stream
-        self.lines: queue.Queue[tuple[float, str] | None] = queue.Queue(QUEUE_LINES)
+        # (time, message, fields): fields None for a text line, else the keys of a JSON line
+        self.lines: queue.Queue[tuple[float, str, dict[str, Any] | None] | None] = queue.Queue(QUEUE_LINES)
         self._writer: threading.Thread | None = None
 
-    def configure(self, classes: frozenset[str], rate: float, burst: int) -> None:
+    def configure(self, classes: frozenset[str], rate: float, burst: int, log_format: str = "text") -> None:
         self.classes, self.rate, self.burst = classes, float(rate), burst
         self.tokens = min(self.tokens, float(burst))
+        self.json = log_format == "json"
 
     def watch(self, data: bytes, addr: Any, send: Send, proto: str) -> Send:
         """The `send` to hand the resolver for this query, so that its answer is logged."""
@@ -165,9 +196,14 @@ class QueryLog:
         source = "cache" if query.at_once else "upstream"
         if self.dropped_unreported:
             self._put(f"dropped {self.dropped_unreported} query log lines before this one (over {self.rate:g} a "
-                      f"second, bursts of {self.burst}: --log-queries-rate, --log-queries-burst)")
+                      f"second, bursts of {self.burst}: --log-queries-rate, --log-queries-burst)",
+                      {"dropped": self.dropped_unreported} if self.json else None)
             self.dropped_unreported = 0
-        self._put(format_line(query.data, query.addr, query.proto, reply, duration, source))
+        if self.json:  # the parts, read once; the JSON itself is made by the writer thread
+            fields = answer_fields(query.data, query.addr, query.proto, reply, duration, source)
+            self._put(common_line(fields), fields)
+        else:
+            self._put(format_line(query.data, query.addr, query.proto, reply, duration, source))
 
     def _take(self) -> bool:
         """One token from the bucket, refilled at `rate` a second up to `burst`."""
@@ -179,18 +215,19 @@ class QueryLog:
         self.tokens -= 1
         return True
 
-    def _put(self, line: str) -> None:
+    def _put(self, line: str, fields: dict[str, Any] | None = None) -> None:
         if self._writer is None:
             self._writer = threading.Thread(target=self._write, name="query-log", daemon=True)
             self._writer.start()
         try:
-            self.lines.put_nowait((time.time(), line))
+            self.lines.put_nowait((time.time(), line, fields))
         except queue.Full:
             self.stats.query_log_dropped += 1
 
     def _write(self) -> None:
         """The writer thread: blocks on the stream so that the event loop never does."""
         stream = self.stream or sys.stderr
+        text, json = TextFormatter(), JSONFormatter()  # this thread's own: their per-second caches are not shared
         while True:
             item = self.lines.get()
             batch = [item]
@@ -200,9 +237,11 @@ class QueryLog:
                 except queue.Empty:
                     break
                 batch.append(item)
-            text = "".join(f"{_timestamp(at)} INFO cache.query: {line}\n" for at, line in filter(None, batch))
+            lines = "".join((text.line(at, "INFO", "cache.query", line) if fields is None else
+                             json.line(at, "INFO", "cache.query", line, fields)) + "\n"
+                            for at, line, fields in filter(None, batch))
             try:
-                stream.write(text)
+                stream.write(lines)
                 stream.flush()
             except (OSError, ValueError):  # stream closed: nothing to log to
                 pass

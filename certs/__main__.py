@@ -17,8 +17,10 @@ from certs.rotation import Action, Policy
 from certs.show import describe
 from localdns import names
 from localdns.kube import DEFAULT_TIMEOUT, Conflict, KubeError, connect
+from localdns.logformat import FORMATS, configure
 
 log = logging.getLogger("certs")
+TEXT_FORMAT = "%(asctime)s certs %(message)s"
 
 
 def positive(text: str) -> float:
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--context", default=None, help="kubeconfig context (default: current)")
         cmd.add_argument("--timeout", type=positive, default=DEFAULT_TIMEOUT,
                          help="seconds per API call (%(default)s)")
+        cmd.add_argument("--log-format", choices=FORMATS, default="text",
+                         help="text (one line per record) or json (one JSON object per line: time, level, logger, "
+                              "msg) (%(default)s)")
         cmd.add_argument("--replace-invalid", action="store_true",
                          help="replace a garbage or expired Secret instead of stopping with an error")
         cmd.add_argument("--leaf-days", type=positive, default=90, help="serving certificate lifetime (%(default)s)")
@@ -138,7 +143,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s certs %(message)s", stream=sys.stderr, force=True)
+    configure(logging.INFO, getattr(args, "log_format", "text"), sys.stderr, TEXT_FORMAT, force=True)
     runners = {"local": run_local, "bootstrap": run_bootstrap, "watch": run_watch, "show": run_show}
     try:
         return runners[args.command](args)

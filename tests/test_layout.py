@@ -1,6 +1,7 @@
 """One folder, one program: what each package may import, read from the source (ast), so the layout the README and
 docs/ describe is the one the code has. The admission server imports nothing outside webhook/ but the shared
-Kubernetes client, in the one module that keeps its view of the cluster's NetworkPolicies (its command line names
+Kubernetes client, in the one module that keeps its view of the cluster's NetworkPolicies, and the shared log format
+(localdns/logformat.py, the standard library only), in the one module that sets up its log (its command line names
 the other programs' commands only in its HANDOVER table, as strings), and no module guards the import of another
 of the project's modules: a module that is part of the project is always there."""
 from __future__ import annotations
@@ -14,13 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(path.parent.name for path in ROOT.glob("*/__init__.py") if path.parent.name != "tests")
 
-# Which of the project's packages each may import. A file listed by path has its own entry.
+# Which of the project's packages (or, dotted, which single modules) each may import. A file listed by path has its
+# own entry.
+LOG_FORMAT = "localdns.logformat"  # how every program writes its log (--log-format): one format, the stdlib only
 ALLOWED: dict[str, set[str]] = {
     "webhook": {"webhook"},  # the admission server
     # ... whose view of the NetworkPolicies lists and watches them through the one Kubernetes client the project
     # has (localdns/kube.py: credentials, timeouts, one error family), rather than a second client of its own.
     "webhook/netpolview.py": {"webhook", "localdns"},
-    "cache": {"cache"},  # the node-local DNS cache
+    "webhook/logs.py": {"webhook", LOG_FORMAT},  # ... and whose log lines are the format all programs write
+    "cache": {"cache", LOG_FORMAT},  # the node-local DNS cache
     "certs": {"certs", "localdns"},  # the webhook's TLS, through the shared Kubernetes client
     "localdns": {"localdns"},  # the shared client and names
     "localdns/demo.py": {"localdns", "certs", "webhook", "cache"},  # the demo runs the three programs together
@@ -34,17 +38,29 @@ def sources() -> list[Path]:
 
 
 def project_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, top-level project package) for every import in the file, at any depth; relative ones are its own."""
+    """(line, project module) for every import in the file, at any depth; relative ones are its own package.
+    `from localdns import logformat` counts as `localdns.logformat`."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""] if node.level == 0 else [path.relative_to(ROOT).parts[0]]
+            if node.level:
+                names = [path.relative_to(ROOT).parts[0]]
+            elif node.module in PACKAGES:  # `from package import module`: each name may be a module
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                names = [node.module or ""]
         else:
             continue
-        found += [(node.lineno, name.split(".")[0]) for name in names if name.split(".")[0] in PACKAGES]
+        found += [(node.lineno, name) for name in names if name.split(".")[0] in PACKAGES]
     return found
+
+
+def allows(allowed: set[str], module: str) -> bool:
+    """Whether `module` is in an allowed package, or is (or is inside) an allowed dotted module."""
+    return module.split(".")[0] in allowed or any(module == entry or module.startswith(entry + ".")
+                                                  for entry in allowed if "." in entry)
 
 
 def test_every_package_has_an_entry():
@@ -55,7 +71,7 @@ def test_every_package_has_an_entry():
 def test_each_module_imports_only_what_its_program_may(path):
     relative = path.relative_to(ROOT)
     allowed = ALLOWED.get(str(relative), ALLOWED[relative.parts[0]])
-    wrong = [(line, name) for line, name in project_imports(path) if name not in allowed]
+    wrong = [(line, name) for line, name in project_imports(path) if not allows(allowed, name)]
     assert not wrong, f"{relative} imports {wrong}; it may import only {sorted(allowed)}"
 
 
@@ -100,3 +116,16 @@ def import_guards(path: Path) -> list[int]:
 def test_no_module_guards_the_import_of_another_project_module():
     guarded = {str(path.relative_to(ROOT)): lines for path in sources() if (lines := import_guards(path))}
     assert not guarded, f"a project module is always installed with the project: {guarded}"
+
+
+def test_the_shared_log_format_needs_nothing_but_the_standard_library():
+    """Every program imports it (the cache on every node, the admission server): it must bring nothing with it."""
+    import sys
+
+    path = ROOT / "localdns" / "logformat.py"
+    tree = ast.parse(path.read_text(), str(path))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.level == 0}
+    assert imported <= sys.stdlib_module_names | {"__future__"}, imported

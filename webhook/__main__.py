@@ -32,6 +32,9 @@ HANDOVER: dict[str, tuple[str, str]] = {
 }
 
 
+LOG_FORMAT_HELP = "text (one line per record) or json (one JSON object per line: time, level, logger, msg, fields)"
+
+
 def _settings() -> Settings:
     return Settings.from_env(os.environ)
 
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m webhook", description="localdns admission webhook")
     parser.add_argument("--log-level", default=os.environ.get("LOCALDNS_LOG_LEVEL", "INFO"),
                         help="DEBUG, INFO, WARNING or ERROR (default INFO, or LOCALDNS_LOG_LEVEL)")
+    parser.add_argument("--log-format", default=os.environ.get("LOCALDNS_LOG_FORMAT", "text"),
+                        help=LOG_FORMAT_HELP + " (default text, or LOCALDNS_LOG_FORMAT)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = subparsers.add_parser("serve", help="serve the admission webhook over HTTPS",
@@ -101,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "its ServiceAccount; else ~/.kube/config)")
     serve.add_argument("--api-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="give up on one call to the API server after this long (default 30)")
+    # Also after `serve`, where the Deployment's other flags are; SUPPRESS keeps the one given before it.
+    serve.add_argument("--log-format", default=argparse.SUPPRESS, help=LOG_FORMAT_HELP)
     serve.set_defaults(func=_serve)
 
     preview = subparsers.add_parser("preview", help="show what the webhook would do to a pod or workload")
@@ -128,8 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handover = getattr(args, "handover", None)
     if rest and handover is None:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.log_format not in ("text", "json"):
+        print(f"localdns-webhook: unknown log format {args.log_format!r}; use text or json", file=sys.stderr)
+        return 2
     try:
-        logs.configure(args.log_level)
+        logs.configure(args.log_level, args.log_format)
     except ValueError:
         print(f"localdns-webhook: unknown log level {args.log_level!r}; use DEBUG, INFO, WARNING or ERROR",
               file=sys.stderr)

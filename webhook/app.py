@@ -148,21 +148,34 @@ def answer_review(admission: review.AdmissionRequest, settings: Settings,
             if networkpolicies is not None and networkpolicies.synced else None
         admitted = admit(pod, admission.namespace, settings, policies, dry_run)
     except Exception:  # a bug must not cost the pod its creation: answer allowed, unchanged, and say so
-        log.exception("uid=%s pod=%s/%s: internal error, pod left unchanged", logs.field(admission.uid),
-                      logs.field(admission.namespace), _pod_name(pod))
+        name, generated = _pod_name(pod)
+        log.exception("uid=%s pod=%s/%s%s: internal error, pod left unchanged", logs.field(admission.uid),
+                      logs.field(admission.namespace), logs.field(name), "*" if generated else "",
+                      extra={"fields": {"uid": admission.uid, "namespace": admission.namespace,
+                                        "pod": _shown(name, generated), "outcome": "error"}})
         return review.response(admission, warnings=["localdns: internal error, DNS settings left unchanged"]), "error"
     decision = admitted.decision
     if log.isEnabledFor(logging.INFO):  # the line is built only when someone reads it
         rollout = f"dry-run (would {decision.outcome.value})" if dry_run else decision.outcome.value
-        logs.info_line(log, f"uid={logs.field(admission.uid)} pod={logs.field(admission.namespace)}/{_pod_name(pod)} "
+        name, generated = _pod_name(pod)
+        logs.info_line(log, f"uid={logs.field(admission.uid)} pod={logs.field(admission.namespace)}/"
+                            f"{logs.field(name)}{'*' if generated else ''} "
                             f"outcome={rollout}{' (dry run)' if admission.dry_run else ''}: "
-                            f"{logs.text(decision.reason)}")
+                            f"{logs.text(decision.reason)}",
+                       {"uid": admission.uid, "namespace": admission.namespace, "pod": _shown(name, generated),
+                        "outcome": admitted.outcome, "decision": decision.outcome.value,
+                        "dryRun": admission.dry_run, "reason": decision.reason})
     return review.response(admission, admitted.patch, list(admitted.warnings)), admitted.outcome
 
 
-def _pod_name(pod: dict[str, Any]) -> str:
-    """The pod's name, or `generateName*` for controller-made pods, which have none yet at admission; escaped for a
-    log line (both are strings: review.check_pod saw to it)."""
+def _pod_name(pod: dict[str, Any]) -> tuple[str, bool]:
+    """The pod's name, or its generateName and True for controller-made pods, which have none yet at admission
+    (`generateName*` in the log; both are strings: review.check_pod saw to it)."""
     metadata = pod.get("metadata") or {}
     name = metadata.get("name")
-    return logs.field(name) if name else f"{logs.field(metadata.get('generateName') or '')}*"
+    return (name, False) if name else (metadata.get("generateName") or "", True)
+
+
+def _shown(name: str, generated: bool) -> str:
+    """As the log's `pod` key has it: the name, or `generateName*`."""
+    return f"{name}*" if generated else name
