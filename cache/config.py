@@ -26,6 +26,9 @@ from .tcpclients import PRESSURE_IDLE_TIMEOUT
 KUBE_DNS_ENV = "KUBE_DNS_UPSTREAM_SERVICE_HOST"
 KUBE_DNS_PORT_ENV = "KUBE_DNS_UPSTREAM_SERVICE_PORT"
 KUBE_DNS_ZONES = ("in-addr.arpa", "ip6.arpa")  # with the cluster domain: what node-local-dns sends to kube-dns
+# The levels --log-level accepts, by the logging module's names (any case).
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 # Changing these needs a restart: they are sockets or node setup, which a reload must not drop.
 RESTART_ONLY = ("listen", "allow_wildcard", "health", "metrics", "udp_batch", "setup_network", "interface_name",
                 "interface_kind", "skip_teardown", "tcp_max_connections", "tcp_max_connections_per_client",
@@ -140,6 +143,8 @@ class Settings:
             parse_classes(self.log_queries_class)
         except ValueError as error:
             raise SettingsError(f"log-queries-class: {error}") from None
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(f"log-level: {self.log_level!r}: expected {', '.join(LOG_LEVELS)}")
         try:
             parse_format(self.log_format)
         except ValueError as error:

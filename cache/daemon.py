@@ -277,6 +277,7 @@ class Daemon:
             new = replace(new, **{name: getattr(self.settings, name) for name in config.RESTART_ONLY})
         self._follow_kube_dns_config(new)
         self._regroup(new)
+        logging.getLogger().setLevel(new.log_level.upper())
         logformat.use(new.log_format)
         self._configure_query_log(new)
         self.stats.config_reloads["ok"] += 1
@@ -348,7 +349,7 @@ def settle_garbage_collector() -> None:
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:
-    logformat.configure(getattr(logging, level.upper(), logging.INFO), log_format)
+    logformat.configure(level.upper(), log_format)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

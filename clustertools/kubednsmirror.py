@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
 from clustertools import cli
 from localdns import names
 from localdns.kube import DEFAULT_TIMEOUT, JSON, Client, KubeError, NotFound
+from localdns.logformat import FORMATS, configure
 
 KEYS = ("stubDomains", "upstreamNameservers")
 SOURCE = "kube-system/kube-dns"
@@ -84,9 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=INTERVAL,
                         help=f"seconds between reads (default {INTERVAL:g})")
     parser.add_argument("--once", action="store_true", help="copy once and exit (status 2 when it cannot)")
+    parser.add_argument("--log-format", choices=FORMATS, default="text",
+                        help="text (one line per record) or json (one JSON object per line; default text)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.once:  # the sidecar: its lines (a failure, the recovery) reach the container log with time and level
+        configure(logging.INFO, args.log_format, sys.stderr, force=True)
     cluster = cli.connect_from(args)
     failing = ""
     while True:

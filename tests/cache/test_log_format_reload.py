@@ -63,3 +63,26 @@ def test_the_format_follows_the_config_file(tmp_path, kube_dns):
         assert back[-1].split(" ", 2)[2].startswith("INFO cache.query: 127.0.0.1:")
     finally:
         cache.stop()
+
+
+def test_the_level_follows_the_config_file(tmp_path, kube_dns):
+    """`log-level` is switched by a reload too (it was read once at start and silently kept); a level the logging
+    module does not have is refused, and the level in force stays."""
+    config = tmp_path / "cache.yaml"
+    config.write_text("log-level: info\n")
+    cache = Cache(tmp_path, "--config", str(config), kube_dns=kube_dns)
+    try:
+        config.write_text("log-level: warning\n")
+        wait_reloads(cache, "ok", 1)
+        config.write_text("log-level: loud\n")
+        wait_reloads(cache, "failed", 1)
+        assert "log-level: 'loud': expected debug, info, warning, error" in cache.output()
+        config.write_text("log-level: warning\n# a change that is not one of level\n")
+        wait_reloads(cache, "ok", 2)
+        # At warning, the INFO line of each reload is not written; the refusal (ERROR) is.
+        assert cache.output().count("reloaded settings") == 0, cache.output()
+        config.write_text("log-level: info\n")
+        wait_reloads(cache, "ok", 3)
+        new_lines(cache, 0, "reloaded settings")
+    finally:
+        cache.stop()

@@ -2,6 +2,11 @@
 whole ConfigMap deleted), leaves other keys of the copy alone, and a failure leaves the copy as it was."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+
 import pytest
 
 from clustertools.__main__ import main
@@ -49,3 +54,40 @@ def test_references_are_namespace_slash_name(reference, capsys):
     with FakeKubeAPI() as api:
         code = main(["mirror-kube-dns", "--once", "--source", reference, "--kubeconfig", str(api.kubeconfig_path)])
     assert code == 2 and "expected NAMESPACE/NAME" in capsys.readouterr().err
+
+
+def test_the_sidecar_logs_a_failure_and_the_recovery_with_time_and_level(tmp_path):
+    """As the Deployment runs it (no --once): a failure is logged once, and so is the recovery (an INFO line, which
+    was lost when the sidecar set up no logging), each as one JSON object with `--log-format json`."""
+    with FakeKubeAPI() as api:
+        api.seed(configmap("kube-system", "kube-dns", {"stubDomains": '{"a.b": ["10.0.0.1"]}'}))
+        log = tmp_path / "stderr"
+        with log.open("w") as stderr:
+            sidecar = subprocess.Popen([sys.executable, "-m", "clustertools", "mirror-kube-dns", "--interval", "0.1",
+                                        "--log-format", "json", "--kubeconfig", str(api.kubeconfig_path)],
+                                       stdout=subprocess.DEVNULL, stderr=stderr)
+            try:
+                wait_for_line(log, "does not exist")  # the copy is not there yet
+                api.seed(configmap("localdns-system", "localdns-kube-dns"))
+                lines = wait_for_line(log, "works again")
+            finally:
+                sidecar.terminate()
+                sidecar.wait(timeout=10)
+    records = [json.loads(line) for line in lines]
+    assert [(r["level"], r["logger"]) for r in records] == [("ERROR", "localdns.kube-dns-mirror"),
+                                                             ("INFO", "localdns.kube-dns-mirror"),
+                                                             ("INFO", "localdns.kube-dns-mirror")]
+    assert "localdns-system/localdns-kube-dns does not exist" in records[0]["msg"]
+    assert records[1]["msg"] == "copied kube-system/kube-dns to localdns-system/localdns-kube-dns: stubDomains"
+    assert records[2]["msg"] == "mirroring kube-system/kube-dns works again"
+    assert all(r["time"].endswith("Z") for r in records)
+
+
+def wait_for_line(path, text: str, timeout: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines()
+        if any(text in line for line in lines):
+            return lines
+        assert time.monotonic() < deadline, path.read_text()
+        time.sleep(0.05)
