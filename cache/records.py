@@ -154,8 +154,22 @@ def check_rdata(data: bytes, rtype: int, rclass: int, start: int, end: int, targ
         raise ValueError("rdata longer than its type's fields")
 
 
+def check_options(data: bytes, start: int, end: int) -> None:
+    """Raise ValueError unless the OPT rdata in data[start:end] is whole options, each a code, a length and that
+    many bytes (RFC 6891 6.1.2). The record is dropped, not relayed, but one that does not add up makes the message
+    malformed, and a message we cannot read whole is not one to answer from."""
+    offset = start
+    while offset < end:
+        if offset + 4 > end:
+            raise ValueError("EDNS option cut short")
+        offset += 4 + ((data[offset + 2] << 8) | data[offset + 3])
+    if offset != end:
+        raise ValueError("EDNS option runs past the OPT record")
+
+
 def _skip_type_bitmap(data: bytes, offset: int, end: int) -> int:
-    """RFC 4034 section 4.1.2: windows in increasing order, each 1 to 32 bytes of bitmap."""
+    """RFC 4034 section 4.1.2: windows in increasing order, each 1 to 32 bytes of bitmap whose last byte is not
+    zero (trailing zero octets are omitted, and a window without types is left out)."""
     last_window = -1
     while offset < end:
         if offset + 2 > end:
@@ -163,6 +177,8 @@ def _skip_type_bitmap(data: bytes, offset: int, end: int) -> int:
         window, length = data[offset], data[offset + 1]
         if window <= last_window or not 1 <= length <= 32:
             raise ValueError("bad type bitmap")
+        if offset + 2 + length <= end and data[offset + 1 + length] == 0:
+            raise ValueError("type bitmap window ends in a zero octet")
         last_window = window
         offset += 2 + length
     return offset

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from .records import MAX_NAME as MAX_NAME  # (querylog reads it here)
-from .records import RR_FIXED, check_rdata, read_name, records
+from .records import RR_FIXED, check_options, check_rdata, read_name, records
 
 HEADER = struct.Struct("!HHHHHH")
 
@@ -237,6 +237,7 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
                     raise ValueError("OPT record out of place")
                 if ttl >> 24:
                     raise ValueError(f"extended rcode {(ttl >> 20) & 0xFF0 | rcode}")
+                check_options(data, rdata, end)
                 opt_seen = True
                 continue
             if 128 <= rtype <= TYPE_ANY:  # TKEY, TSIG, the query types: none is data (OPT is above)
