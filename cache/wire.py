@@ -279,11 +279,17 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
             # 3.1.3): a reply cut short of them tells the client TC, as one cut short of an answer does.
             if section == 1 and rtype != TYPE_NS and covered != TYPE_NS:
                 needed = end - qend
-        # Every hit rewrites the TTL fields: a name made of their bytes would change under the client's eyes.
+        # Every hit rewrites the TTL fields: a name made of their bytes would change under the client's eyes. What a
+        # pointer leads to is read up to the name's end or its next pointer: none of it may be a TTL's byte.
         for target in targets:
             if target >= qend:
-                field = bisect.bisect_right(ttl_offsets, target - qend) - 1
-                if field >= 0 and target - qend - ttl_offsets[field] < 4:
+                stop = target
+                while data[stop] and data[stop] & 0xC0 != 0xC0:
+                    stop += data[stop] + 1
+                if data[stop]:
+                    stop += 1  # the pointer's second byte
+                field = bisect.bisect_right(ttl_offsets, stop - qend) - 1
+                if field >= 0 and ttl_offsets[field] + 4 > target - qend:
                     raise ValueError("compression pointer into a TTL")
     except ValueError as error:
         raise BadAnswer(str(error)) from None

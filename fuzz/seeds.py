@@ -91,6 +91,11 @@ def cache_answer() -> dict[str, bytes]:
     nsec = struct.pack("!HHHHHH", 0x1234, 0x8180, 1, 1, 0, 0) + NAME + struct.pack("!HH", 47, 1) + b"\xc0\x0c" \
         + struct.pack("!HHIH", 47, 1, 300, len(rdata)) + rdata
     seeds["nsec-bitmap-trailing-zero"] = bytes((QTYPES.index(47),)) + nsec
+    # As the fuzzer wrote it: an owner pointer to the question's type, whose low byte (28) is read as a label that
+    # runs on through the pointer's own record, TTL included.
+    seeds["aaaa-name-past-its-pointer"] = bytes.fromhex(
+        "0d123481000001000100000000037777770466757a7a047465737400001c0001c01c001c00010000012c001020"
+        "010db8000000000000000000000001")
     return seeds
 
 

@@ -66,6 +66,17 @@ BAD_ANSWERS = {
     "tsig-record": lambda q: answer(q, an=[A], ar=[rr(250, b"\x00" * 16, owner=b"\x00", rclass=255, ttl=0)]),
     # Found by `make fuzz`: an NSEC type bitmap whose window ends in a zero octet (RFC 4034 4.1.2: omitted).
     "nsec-bitmap-with-a-trailing-zero": lambda q: answer(q, flags=0x8183, ns=[rr(47, b"\x00\x00\x02\x40\x00")]),
+    # Found by `make fuzz`: a name reached by a pointer is a prior occurrence (RFC 1035 4.1.4), so it ends before the
+    # pointer. This owner points at the question's last byte (class IN: 1), a label of one byte, the pointer's own
+    # first one; the pointer's second byte is read as the next label's length, and the name runs on through its own
+    # record, TTL included, to a zero in the rdata (of a type the cache relays unchecked).
+    "name-read-past-its-pointer": lambda q: answer(q, an=[rr(65280, bytes(64), owner=struct.pack(
+        "!H", 0xC000 | 12 + len(question_of(q)) - 1))]),
+    # ... and a name reached by a pointer may not be made of a TTL field's bytes either, whether it starts in one
+    # (pointer-into-a-ttl above) or runs into one: here from the first record's type (A: its low byte 1), through its
+    # class, into its TTL (2^24 + 300: the bytes 1, 0 end the name), which every hit rewrites.
+    "name-running-into-a-ttl": lambda q: answer(q, an=[rr(1, b"\x01\x02\x03\x04", ttl=(1 << 24) + 300), rr(
+        1, b"\x01\x02\x03\x05", owner=struct.pack("!H", 0xC000 | 12 + len(question_of(q)) + 3))]),
     "count-that-lies": lambda q: answer(q, an=[A], counts=(2, 0, 0)),
     "truncated-over-tcp": lambda q: answer(q, an=[A], flags=0x8380),
 }
