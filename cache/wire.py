@@ -280,17 +280,19 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
             if section == 1 and rtype != TYPE_NS and covered != TYPE_NS:
                 needed = end - qend
         # Every hit rewrites the TTL fields: a name made of their bytes would change under the client's eyes. What a
-        # pointer leads to is read up to the name's end or its next pointer: none of it may be a TTL's byte.
+        # pointer leads to (in the question too) is read up to the name's end or its next pointer: none of it may be
+        # a TTL's byte.
         for target in targets:
-            if target >= qend:
-                stop = target
-                while data[stop] and data[stop] & 0xC0 != 0xC0:
-                    stop += data[stop] + 1
-                if data[stop]:
-                    stop += 1  # the pointer's second byte
-                field = bisect.bisect_right(ttl_offsets, stop - qend) - 1
-                if field >= 0 and ttl_offsets[field] + 4 > target - qend:
-                    raise ValueError("compression pointer into a TTL")
+            if target == HEADER.size:
+                continue  # the question's name, the usual target: plain labels that end inside the question
+            stop = target
+            while data[stop] and data[stop] & 0xC0 != 0xC0:
+                stop += data[stop] + 1
+            if data[stop]:
+                stop += 1  # the pointer's second byte
+            field = bisect.bisect_right(ttl_offsets, stop - qend) - 1
+            if field >= 0 and ttl_offsets[field] + 4 > target - qend:
+                raise ValueError("compression pointer into a TTL")
     except ValueError as error:
         raise BadAnswer(str(error)) from None
     body = data[qend:body_end]

@@ -22,7 +22,7 @@ from tests.cache.dnsoracle import limit_of, parses, question_as_asked
 
 ERRORS = Errors("cache")
 SOA = b"\x00" + struct.pack("!HHIH", 6, 0, 60, 22) + b"\x00\x00" + struct.pack("!5I", 1, 7200, 900, 86400, 30)
-ADDRESSES = {1: b"\xc0\x00\x02", 28: b"\x20\x01\x0d\xb8" + bytes(11)}  # A, AAAA: all but the last byte
+ADDRESSES = {1: b"\xc0\x00\x02", 28: b"\x20\x01\x0d\xb8" + bytes(11)}  # A, AAAA (IN): all but the last byte
 
 
 def upstream(question: bytes) -> bytes | Exception:
@@ -33,7 +33,7 @@ def upstream(question: bytes) -> bytes | Exception:
     if kind == 5:
         return UpstreamError("no answer within the timeout")
     flags, count, answers, authority = 0x8180, 0, b"", b""
-    if kind in (0, 1) and qtype in ADDRESSES:
+    if kind in (0, 1) and qtype in ADDRESSES and qclass == 1:  # (A in class CH has another layout: RFC 1035 3.4.1)
         count = (1, 3, 60)[pick // 6 % 3]  # 60 A records are 940 bytes: cut for a 512-byte client
         rdata = ADDRESSES[qtype]
         answers = b"".join(b"\xc0\x0c" + struct.pack("!HHIH", qtype, qclass, 60, len(rdata) + 1) + rdata

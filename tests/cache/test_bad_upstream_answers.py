@@ -77,6 +77,10 @@ BAD_ANSWERS = {
     # class, into its TTL (2^24 + 300: the bytes 1, 0 end the name), which every hit rewrites.
     "name-running-into-a-ttl": lambda q: answer(q, an=[rr(1, b"\x01\x02\x03\x04", ttl=(1 << 24) + 300), rr(
         1, b"\x01\x02\x03\x05", owner=struct.pack("!H", 0xC000 | 12 + len(question_of(q)) + 3))]),
+    # ... nor when it starts in the question: at its class (1), a label of the next byte, then 12 bytes of the first
+    # record's fields, its TTL among them, to a zero in its address.
+    "name-from-the-question-into-a-ttl": lambda q: answer(q, an=[rr(1, b"\xc0\x00\x00\x01"), rr(
+        1, b"\x01\x02\x03\x05", owner=struct.pack("!H", 0xC000 | 12 + len(question_of(q)) - 1))]),
     "count-that-lies": lambda q: answer(q, an=[A], counts=(2, 0, 0)),
     "truncated-over-tcp": lambda q: answer(q, an=[A], flags=0x8380),
 }
