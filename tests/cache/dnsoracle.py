@@ -61,6 +61,40 @@ def parses(data: bytes, ignore_trailing: bool = False) -> bool:
         return False
 
 
+EXPERIMENTAL_OPTION = 65001  # RFC 6891 9: reserved for local or experimental use, read by dnspython as opaque bytes
+
+
+def options_opaque(data: bytes) -> bytes:
+    """The message with the codes of its OPT record's options made experimental ones, their lengths kept: the
+    options are per hop, the cache drops them unread and so checks only that they fill the record (RFC 6891 6.1.2);
+    what they hold (a cookie of the wrong size, an unknown address family) is no rule of ours. Unchanged when the
+    message does not frame."""
+    out = bytearray(data)
+    try:
+        parser = dns.wire.Parser(data)
+        _, _, qdcount, *counts = parser.get_struct("!HHHHHH")
+        for _ in range(qdcount):
+            parser.get_name(decompress=True)
+            parser.get_struct("!HH")
+        for _ in range(sum(counts)):
+            parser.get_name(decompress=True)
+            rtype, _, _, rdlength = parser.get_struct("!HHIH")
+            start = parser.current
+            parser.get_bytes(rdlength)
+            at = start
+            while rtype == dns.rdatatype.OPT and at + 4 <= start + rdlength:
+                out[at:at + 2] = EXPERIMENTAL_OPTION.to_bytes(2, "big")
+                at += 4 + int.from_bytes(data[at + 2:at + 4], "big")
+    except dns.exception.DNSException:
+        return data
+    return bytes(out)
+
+
+def parses_as_answer(data: bytes) -> bool:
+    """Whether dnspython reads an upstream answer, trailing bytes and the contents of its EDNS options aside."""
+    return parses(options_opaque(data), ignore_trailing=True)
+
+
 def limit_of(query: dns.message.Message) -> int:
     """The most a UDP reply to this query may hold: its EDNS size, 512 without EDNS."""
     return max(query.payload, 512) if query.edns >= 0 else 512
