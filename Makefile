@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TOOLS := .tools/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test check install system-packages kubectl bench clean compiled test-compiled
+.PHONY: demo test check install system-packages kubectl bench fuzz clean compiled test-compiled
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -50,6 +50,16 @@ bench: system-packages install
 	tools/install-system.sh unbound knot-resolver
 	$(PY) -m pip install -q -c requirements.lock -e '.[test,bench]'
 	$(PY) -m bench
+
+# Coverage-guided fuzzing (atheris) of the cache's query and answer paths and the webhook's review, FUZZ_SECONDS (60)
+# each, one target at a time; crashes in build/fuzz/TARGET/crashes, exit 1 if any. docs/fuzzing.md has the rest.
+FUZZ_SECONDS ?= 60
+$(VENV)/.installed-fuzz: $(STAMP)
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.installed-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m fuzz
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .hypothesis build

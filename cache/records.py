@@ -2,8 +2,9 @@
 the rdata of the types whose layout a client relies on. Pure functions; every malformation raises ValueError.
 
 A name may end in a compression pointer; a pointer must point backwards, past the header (a reply's header is not
-the upstream's, so a name built from header bytes would change meaning), and a name is at most 255 bytes on the
-wire, root label included.
+the upstream's, so a name built from header bytes would change meaning), to a prior occurrence of the name: what it
+leads to ends before the pointer (RFC 1035 4.1.4; a name that runs on into the pointer's own record is read one way
+by us and refused by other parsers). A name is at most 255 bytes on the wire, root label included.
 """
 from __future__ import annotations
 
@@ -23,17 +24,19 @@ def skip_name(data: bytes, offset: int, targets: list[int] | None = None) -> int
     """Offset just after the (possibly compressed) name at `offset`; the offsets its pointers lead to are added to
     `targets` when given."""
     end = len(data)
+    limit = end  # where the name must end: the message's end, then the last pointer followed
     jumps = 0
     after = -1
     total = 1  # the root label
     while True:
-        if offset >= end:
-            raise ValueError("name runs past the end of the message")
+        if offset >= limit:
+            raise ValueError("name runs past the end of the message" if limit == end else
+                             "compressed name runs into the pointer that leads to it")
         length = data[offset]
         if length == 0:
             return offset + 1 if after < 0 else after
         if length & 0xC0 == 0xC0:
-            if offset + 1 >= end:
+            if offset + 1 >= limit:
                 raise ValueError("truncated compression pointer")
             target = ((length & 0x3F) << 8) | data[offset + 1]
             if after < 0:
@@ -45,7 +48,7 @@ def skip_name(data: bytes, offset: int, targets: list[int] | None = None) -> int
                 raise ValueError("compression pointer into the header")
             if targets is not None:
                 targets.append(target)
-            offset = target
+            limit, offset = offset, target
             continue
         if length & 0xC0:
             raise ValueError("unknown label type")
@@ -154,8 +157,22 @@ def check_rdata(data: bytes, rtype: int, rclass: int, start: int, end: int, targ
         raise ValueError("rdata longer than its type's fields")
 
 
+def check_options(data: bytes, start: int, end: int) -> None:
+    """Raise ValueError unless the OPT rdata in data[start:end] is whole options, each a code, a length and that
+    many bytes (RFC 6891 6.1.2). The record is dropped, not relayed, but one that does not add up makes the message
+    malformed, and a message we cannot read whole is not one to answer from."""
+    offset = start
+    while offset < end:
+        if offset + 4 > end:
+            raise ValueError("EDNS option cut short")
+        offset += 4 + ((data[offset + 2] << 8) | data[offset + 3])
+    if offset != end:
+        raise ValueError("EDNS option runs past the OPT record")
+
+
 def _skip_type_bitmap(data: bytes, offset: int, end: int) -> int:
-    """RFC 4034 section 4.1.2: windows in increasing order, each 1 to 32 bytes of bitmap."""
+    """RFC 4034 section 4.1.2: windows in increasing order, each 1 to 32 bytes of bitmap whose last byte is not
+    zero (trailing zero octets are omitted, and a window without types is left out)."""
     last_window = -1
     while offset < end:
         if offset + 2 > end:
@@ -163,6 +180,8 @@ def _skip_type_bitmap(data: bytes, offset: int, end: int) -> int:
         window, length = data[offset], data[offset + 1]
         if window <= last_window or not 1 <= length <= 32:
             raise ValueError("bad type bitmap")
+        if offset + 2 + length <= end and data[offset + 1 + length] == 0:
+            raise ValueError("type bitmap window ends in a zero octet")
         last_window = window
         offset += 2 + length
     return offset

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from .records import MAX_NAME as MAX_NAME  # (querylog reads it here)
-from .records import RR_FIXED, check_rdata, read_name, records
+from .records import RR_FIXED, check_options, check_rdata, read_name, records
 
 HEADER = struct.Struct("!HHHHHH")
 
@@ -237,6 +237,7 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
                     raise ValueError("OPT record out of place")
                 if ttl >> 24:
                     raise ValueError(f"extended rcode {(ttl >> 20) & 0xFF0 | rcode}")
+                check_options(data, rdata, end)
                 opt_seen = True
                 continue
             if 128 <= rtype <= TYPE_ANY:  # TKEY, TSIG, the query types: none is data (OPT is above)
@@ -278,12 +279,20 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
             # 3.1.3): a reply cut short of them tells the client TC, as one cut short of an answer does.
             if section == 1 and rtype != TYPE_NS and covered != TYPE_NS:
                 needed = end - qend
-        # Every hit rewrites the TTL fields: a name made of their bytes would change under the client's eyes.
+        # Every hit rewrites the TTL fields: a name made of their bytes would change under the client's eyes. What a
+        # pointer leads to (in the question too) is read up to the name's end or its next pointer: none of it may be
+        # a TTL's byte.
         for target in targets:
-            if target >= qend:
-                field = bisect.bisect_right(ttl_offsets, target - qend) - 1
-                if field >= 0 and target - qend - ttl_offsets[field] < 4:
-                    raise ValueError("compression pointer into a TTL")
+            if target == HEADER.size:
+                continue  # the question's name, the usual target: plain labels that end inside the question
+            stop = target
+            while data[stop] and data[stop] & 0xC0 != 0xC0:
+                stop += data[stop] + 1
+            if data[stop]:
+                stop += 1  # the pointer's second byte
+            field = bisect.bisect_right(ttl_offsets, stop - qend) - 1
+            if field >= 0 and ttl_offsets[field] + 4 > target - qend:
+                raise ValueError("compression pointer into a TTL")
     except ValueError as error:
         raise BadAnswer(str(error)) from None
     body = data[qend:body_end]

@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "localdns/demo.py": {"localdns", "certs", "webhook", "cache"},  # the demo runs the three programs together
     "clustertools": {"clustertools", "localdns", "webhook", "certs"},  # judged by webhook.policy, certs' checks
     "bench": {"bench", "webhook", "cache"},  # benchmarks run the programs
+    "fuzz": {"fuzz", "webhook", "cache"},  # fuzz targets drive the programs' code (judged by tests/' oracles)
 }
 
 

@@ -1,7 +1,8 @@
 """An upstream answer the cache cannot relay as it is gets SERVFAIL, is never cached, and is counted.
 
 OPT is hop-by-hop (RFC 6891): the cache never keeps or relays an upstream's OPT record, and an OPT record out of its
-place (in the answer or authority section, twice, under a name) makes the whole answer bad, as do records that lie
+place (in the answer or authority section, twice, under a name) or whose options do not fill its rdata makes the
+whole answer bad, as do records that lie
 about their length, names that break the wire rules, meta types, an extended error code, and TC over TCP. Each
 case below is sent by an upstream the test controls (tests/cache/fakeupstream.py) to a real `python -m cache`.
 """
@@ -27,6 +28,10 @@ def rr(rtype: int, rdata: bytes, owner: bytes = TO_QNAME, rclass: int = 1, ttl: 
 A = rr(1, bytes([192, 0, 2, 1]))
 
 
+def opt(options: bytes) -> bytes:
+    return b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(options)) + options
+
+
 def answer(query: bytes, an: list[bytes] = (), ns: list[bytes] = (), ar: list[bytes] = (), flags: int = 0x8180,
            counts: tuple[int, int, int] | None = None) -> bytes:
     an_count, ns_count, ar_count = counts or (len(an), len(ns), len(ar))
@@ -42,6 +47,10 @@ BAD_ANSWERS = {
     "opt-in-authority": lambda q: answer(q, an=[A], ns=[ROOT_OPT]),
     "opt-with-a-name": lambda q: answer(q, an=[A], ar=[rr(41, b"", rclass=1232, ttl=0)]),
     "opt-with-badvers": lambda q: answer(q, ar=[b"\x00" + struct.pack("!HHIH", 41, 1232, 1 << 24, 0)]),
+    # Found by `make fuzz` (fuzz/cache_answer.py): options that do not fill the OPT record's rdata exactly (RFC 6891
+    # 6.1.2) make the message malformed, although the record itself is dropped.
+    "opt-option-past-its-length": lambda q: answer(q, an=[A], ar=[opt(struct.pack("!HH", 10, 8) + bytes(4))]),
+    "opt-option-cut-short": lambda q: answer(q, an=[A], ar=[opt(b"\x00\x0a\x00")]),
     # The same class: records that lie, names that break the rules (a name in a TTL field changes when a hit
     # writes the TTL), what no answer may hold.
     "a-record-of-3-bytes": lambda q: answer(q, an=[rr(1, b"\xc0\x00\x02")]),
@@ -55,6 +64,23 @@ BAD_ANSWERS = {
         1, b"\x01\x02\x03\x05", owner=struct.pack("!H", 0xC000 | 12 + len(question_of(q)) + 6))]),
     "record-of-another-class": lambda q: answer(q, an=[rr(1, b"\x01\x02\x03\x04", rclass=3)]),
     "tsig-record": lambda q: answer(q, an=[A], ar=[rr(250, b"\x00" * 16, owner=b"\x00", rclass=255, ttl=0)]),
+    # Found by `make fuzz`: an NSEC type bitmap whose window ends in a zero octet (RFC 4034 4.1.2: omitted).
+    "nsec-bitmap-with-a-trailing-zero": lambda q: answer(q, flags=0x8183, ns=[rr(47, b"\x00\x00\x02\x40\x00")]),
+    # Found by `make fuzz`: a name reached by a pointer is a prior occurrence (RFC 1035 4.1.4), so it ends before the
+    # pointer. This owner points at the question's last byte (class IN: 1), a label of one byte, the pointer's own
+    # first one; the pointer's second byte is read as the next label's length, and the name runs on through its own
+    # record, TTL included, to a zero in the rdata (of a type the cache relays unchecked).
+    "name-read-past-its-pointer": lambda q: answer(q, an=[rr(65280, bytes(64), owner=struct.pack(
+        "!H", 0xC000 | 12 + len(question_of(q)) - 1))]),
+    # ... and a name reached by a pointer may not be made of a TTL field's bytes either, whether it starts in one
+    # (pointer-into-a-ttl above) or runs into one: here from the first record's type (A: its low byte 1), through its
+    # class, into its TTL (2^24 + 300: the bytes 1, 0 end the name), which every hit rewrites.
+    "name-running-into-a-ttl": lambda q: answer(q, an=[rr(1, b"\x01\x02\x03\x04", ttl=(1 << 24) + 300), rr(
+        1, b"\x01\x02\x03\x05", owner=struct.pack("!H", 0xC000 | 12 + len(question_of(q)) + 3))]),
+    # ... nor when it starts in the question: at its class (1), a label of the next byte, then 12 bytes of the first
+    # record's fields, its TTL among them, to a zero in its address.
+    "name-from-the-question-into-a-ttl": lambda q: answer(q, an=[rr(1, b"\xc0\x00\x00\x01"), rr(
+        1, b"\x01\x02\x03\x05", owner=struct.pack("!H", 0xC000 | 12 + len(question_of(q)) - 1))]),
     "count-that-lies": lambda q: answer(q, an=[A], counts=(2, 0, 0)),
     "truncated-over-tcp": lambda q: answer(q, an=[A], flags=0x8380),
 }

@@ -6,7 +6,8 @@ every well-formed query in time (SERVFAIL at worst), never sends a malformed mes
 client's size, and never caches an answer it could not check: an upstream answer that does not parse is SERVFAIL
 and is asked again. The rdata of types outside records.RDATA_LAYOUTS is relayed as received (RFC 3597), so the
 full parse of a reply by dnspython is required whenever the answer holds only types the cache checks or that
-dnspython itself treats as opaque; for the others the reply's framing is checked.
+dnspython itself treats as opaque; for the others the reply's framing is checked. Replies are judged by
+tests/cache/dnsoracle.py, which the atheris targets (fuzz/, `make fuzz`) share.
 """
 from __future__ import annotations
 
@@ -15,22 +16,17 @@ import socket
 import struct
 from datetime import timedelta
 
-import dns.exception
 import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 import dns.rrset
-import dns.wire
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache.records import RDATA_LAYOUTS
 from tests.cache.conftest import Cache
+from tests.cache.dnsoracle import framing, limit_of, parses, parses_as_answer, question_as_asked, strict
 from tests.cache.fakeupstream import FakeUpstream, echo, question_of
 
 REPLY_TIMEOUT = 3.0  # the cache's --upstream-timeout is 0.5 s: every reply comes well within this
@@ -90,47 +86,6 @@ def exchange(port: int, data: bytes, timeout: float = REPLY_TIMEOUT) -> bytes | 
             return sock.recv(65535)
         except TimeoutError:
             return None
-
-
-def framing(data: bytes) -> list[tuple[int, int, int]]:
-    """(section, type, class) of every record, read with dnspython's name and wire primitives only (so rdata of any
-    type passes); raises dns.exception.DNSException when the message itself is malformed. One OPT at most, in the
-    additional section, owned by the root."""
-    parser = dns.wire.Parser(data)
-    _, _, qdcount, *counts = parser.get_struct("!HHHHHH")
-    for _ in range(qdcount):
-        parser.get_name(decompress=True)
-        parser.get_struct("!HH")
-    found = []
-    for section, count in enumerate(counts):
-        for _ in range(count):
-            owner = parser.get_name(decompress=True)
-            rtype, rclass, _, rdlength = parser.get_struct("!HHIH")
-            parser.get_bytes(rdlength)
-            if rtype == dns.rdatatype.OPT and (section != 2 or owner != dns.name.root
-                                               or any(t == dns.rdatatype.OPT for _, t, _ in found)):
-                raise dns.exception.FormError("OPT out of place")
-            found.append((section, rtype, rclass))
-    return found
-
-
-def checked_or_opaque(rtype: int) -> bool:
-    """A type whose rdata the cache checks, or one dnspython reads as opaque bytes."""
-    if rtype in RDATA_LAYOUTS or rtype == dns.rdatatype.OPT:
-        return True
-    return dns.rdata.get_rdata_class(dns.rdataclass.IN, rtype) is dns.rdata.GenericRdata
-
-
-def parses(data: bytes, **kwargs) -> bool:
-    try:
-        dns.message.from_wire(data, **kwargs)
-        return True
-    except Exception:  # dnspython's errors are many (FormError, BadLabelType, ValueError, ...)
-        return False
-
-
-def limit_of(query: dns.message.Message) -> int:
-    return max(query.payload, 512) if query.edns >= 0 else 512
 
 
 # --- queries from clients ------------------------------------------------------------------------------------------
@@ -197,10 +152,7 @@ def test_any_packet_gets_no_reply_or_a_well_formed_one(cache, data):
     if reply is None:
         return
     assert reply[:2] == data[:2] and reply[2] & 0x80  # its ID, QR set
-    message = dns.message.from_wire(reply)
-    if message.question:  # the question exactly as asked, case and all
-        asked = reply[12:12 + len(message.question[0].name.to_wire()) + 4]
-        assert data[12:12 + len(asked)] == asked
+    assert question_as_asked(data, reply)  # a well-formed message, with the question exactly as asked
     assert cache.proc.poll() is None
 
 
@@ -322,14 +274,10 @@ def test_any_upstream_answer_gives_a_well_formed_reply_and_only_checked_ones_are
         replies.append(reply)
     assert not upstream.errors
     sent = plans.sent[question]
-    try:
-        strict = all(checked_or_opaque(rtype) for _, rtype, _ in framing(sent))
-    except dns.exception.DNSException:
-        strict = True  # a message that does not even frame: nothing of it may reach a client
-    if strict:
+    if strict(sent):
         for reply in replies:
             assert parses(reply), "the reply parses with dnspython"
-        if not parses(sent, ignore_trailing=True):
+        if not parses_as_answer(sent):
             for reply in replies:
                 assert reply[3] & 0x0F == dns.rcode.SERVFAIL, "an answer that does not parse is SERVFAIL"
             assert upstream.asked[question] >= len(sizes), "and is never cached: each query asks upstream again"
