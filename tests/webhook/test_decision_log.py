@@ -31,6 +31,19 @@ def admit_over_https(port: int, ca, review: dict) -> dict:
     return json.loads(answer)["response"]
 
 
+def admit_all_then_a_forged_version(process: subprocess.Popen, port: int, ca, reviews: list[dict],
+                                    forged: str) -> None:
+    """Once the webhook `process` listens: every review admitted (allowed), then a body whose apiVersion carries
+    `forged` (refused with 400: the client's text reaches the log through the refusal line)."""
+    wait_until(lambda: accepts(port) or process.poll() is not None, "the webhook to listen")
+    for review in reviews:
+        assert admit_over_https(port, ca, review)["allowed"] is True
+    bad = json.dumps({**review_for(pod(), "shop"), "apiVersion": "admission.k8s.io/v1" + forged}).encode()
+    with tls_connect(port, ca) as tls:
+        tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(bad) + bad)
+        assert read_response(tls)[0] == 400
+
+
 def serve_and_admit(tls_files, level: str) -> str:
     """`python -m webhook serve` at a log level: admit one pod that is injected and one that opted out; its log."""
     port = free_port()

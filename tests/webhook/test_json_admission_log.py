@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 from tests.webhook.samples import pod
-from tests.webhook.test_decision_log import admit_over_https
+from tests.webhook.test_decision_log import admit_all_then_a_forged_version
 from tests.webhook.test_webhook_cli import python_m_webhook
-from tests.webhook.test_webhook_drain import REPO, accepts, free_port, read_response, tls_connect, wait_until
+from tests.webhook.test_webhook_drain import REPO, free_port
 from webhook.review import review_for
 
 FORGED = '\n{"time": "2026-01-01T00:00:00.000000Z", "level": "INFO", "logger": "localdns.webhook", "msg": "forged"}'
@@ -30,13 +30,7 @@ def test_every_line_is_json_and_admissions_carry_their_fields(tls_files):
                review_for(pod("batch", annotations={"localdns.io/inject": "disabled"}), "shop", uid="u-skipped"),
                review_for({**pod(), "metadata": {"generateName": HOSTILE_GENERATE_NAME}}, "shop", uid="u-hostile")]
     try:
-        wait_until(lambda: accepts(port) or process.poll() is not None, "the webhook to listen")
-        for review in reviews:
-            assert admit_over_https(port, tls_files.ca, review)["allowed"] is True
-        bad = json.dumps({**review_for(pod(), "shop"), "apiVersion": "admission.k8s.io/v1" + FORGED}).encode()
-        with tls_connect(port, tls_files.ca) as tls:
-            tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(bad) + bad)
-            assert read_response(tls)[0] == 400
+        admit_all_then_a_forged_version(process, port, tls_files.ca, reviews, FORGED)
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]

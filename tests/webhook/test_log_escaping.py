@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.webhook.samples import pod
-from tests.webhook.test_decision_log import LINE, admit_over_https
-from tests.webhook.test_webhook_drain import REPO, accepts, free_port, read_response, tls_connect, wait_until
+from tests.webhook.test_decision_log import LINE, admit_all_then_a_forged_version
+from tests.webhook.test_webhook_drain import REPO, free_port
 from webhook import logs
 from webhook.review import review_for
 
@@ -36,13 +36,7 @@ def test_client_values_cannot_forge_a_line(tls_files):
         review_for(pod(annotations={"localdns.io/inject": "off\u2028\x1b[2J" + FORGED}), "shop", uid="u-controls"),
     ]
     try:
-        wait_until(lambda: accepts(port) or process.poll() is not None, "the webhook to listen")
-        for review in reviews:
-            assert admit_over_https(port, tls_files.ca, review)["allowed"] is True
-        bad = json.dumps({**review_for(pod(), "shop"), "apiVersion": "admission.k8s.io/v1" + FORGED}).encode()
-        with tls_connect(port, tls_files.ca) as tls:
-            tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(bad) + bad)
-            assert read_response(tls)[0] == 400
+        admit_all_then_a_forged_version(process, port, tls_files.ca, reviews, FORGED)
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
