@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Final
 
-RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-HEADER_SIZE = 12
-MAX_NAME = 255
-MAX_POINTER_JUMPS = 64  # a name has at most 127 labels; 64 jumps is generous and stops every pointer loop
+RR_FIXED: Final = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+HEADER_SIZE: Final = 12
+MAX_NAME: Final = 255
+MAX_POINTER_JUMPS: Final = 64  # a name has at most 127 labels; 64 jumps is generous and stops every pointer loop
 
 # A record as `records` yields it: where it starts, its type, class and TTL, where its rdata starts, where it ends.
 Record = tuple[int, int, int, int, int, int]
@@ -115,8 +116,8 @@ RDATA_LAYOUTS: dict[int, tuple[int | str, ...]] = {
 }
 
 
-CLASS_IN = 1
-IN_ONLY = frozenset((1, 28, 33, 36))
+CLASS_IN: Final = 1
+IN_ONLY: Final = frozenset((1, 28, 33, 36))
 FIXED_SIZES = {rtype: layout[0] for rtype, layout in RDATA_LAYOUTS.items()
                if len(layout) == 1 and isinstance(layout[0], int)}  # A, AAAA: the most common, checked first
 

@@ -9,7 +9,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import wire
 from .exchange import UpstreamError
@@ -25,14 +25,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("cache.resolver")
 
 Send = Callable[[bytes, Any], None]
-UDP, TCP = "udp", "tcp"
-STALE_TTL = 30  # RFC 8767 section 4: the TTL of a stale answer
-MAX_INFLIGHT = 10000  # distinct upstream exchanges at once; beyond, SERVFAIL at once rather than grow
-MAX_WAITING = 20000  # clients waiting for upstream answers, all keys together; beyond, SERVFAIL at once
-MAX_REPLAYS = 4096  # rendered hit replies kept (about 300 bytes each); each is one query form (name case, EDNS size)
-# of a cached name, and only the ones asked again within a TTL second pay off
-MAX_WAITERS = 256  # clients waiting for the same exchange; beyond, dropped (a flood of one name)
-TYPE_HINFO = 13
+UDP: Final = "udp"
+TCP: Final = "tcp"
+STALE_TTL: Final = 30  # RFC 8767 section 4: the TTL of a stale answer
+MAX_INFLIGHT: Final = 10000  # distinct upstream exchanges at once; beyond, SERVFAIL at once rather than grow
+MAX_WAITING: Final = 20000  # clients waiting for upstream answers, all keys together; beyond, SERVFAIL at once
+MAX_REPLAYS: Final = 4096  # rendered hit replies kept (about 300 bytes each); each is one query form (name case,
+# EDNS size) of a cached name, and only the ones asked again within a TTL second pay off
+MAX_WAITERS: Final = 256  # clients waiting for the same exchange; beyond, dropped (a flood of one name)
+TYPE_HINFO: Final = 13
 
 
 def size_limit(query: Query, proto: str) -> int:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 # Query types counted under their own name (CoreDNS's list, about); every other type is counted as OTHER, so a client
 # asking for all 65,536 types adds one series, not 65,536. Every label of every metric has such a bounded set of
 # values, and keys are made of label values as they are counted: the page is as small as the set of labels allows.
-TYPE_LABELS = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
+TYPE_LABELS: Final = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
                35: "NAPTR", 43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 50: "NSEC3", 64: "SVCB", 65: "HTTPS",
                251: "IXFR", 252: "AXFR", 255: "ANY"}
-OTHER = "other"
+OTHER: Final = "other"
 
 # Upstream exchange durations, in seconds: 0.25 ms (a hit-fast kube-dns) to 8 s (beyond every timeout).
 DURATION_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,

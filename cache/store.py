@@ -7,26 +7,30 @@ served when every upstream fails (RFC 8767).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import Final
 
 from .limits import Limits
 from .wire import SERVFAIL, Answer
 
-SUCCESS, DENIAL = "success", "denial"
+SUCCESS: Final = "success"
+DENIAL: Final = "denial"
 
 
-@dataclass(slots=True, eq=False)
 class Entry:
     """One cached answer. Kept small (a full cache holds 20,000): `__slots__`, one float, small ints and shared
-    strings, so an entry costs its key, this object, its Answer and the Answer's one bytes object."""
+    strings, so an entry costs its key, this object, its Answer and the Answer's one bytes object. (A plain class,
+    not a dataclass, so that mypyc compiles its `__init__`: see wire.Query.)"""
 
-    answer: Answer
-    expires: float  # monotonic time when the answer stops being fresh
-    ttl: int  # the capped TTL this entry was stored with
-    kind: str
-    hits: int = 0
-    refreshing: bool = False  # a prefetch for this entry is in flight
-    dead: bool = False  # replaced or evicted: rendered replies that point at it must not be used
+    __slots__ = ("answer", "dead", "expires", "hits", "kind", "refreshing", "ttl")
+
+    def __init__(self, answer: Answer, expires: float, ttl: int, kind: str) -> None:
+        self.answer = answer
+        self.expires = expires  # monotonic time when the answer stops being fresh
+        self.ttl = ttl  # the capped TTL this entry was stored with
+        self.kind = kind
+        self.hits = 0
+        self.refreshing = False  # a prefetch for this entry is in flight
+        self.dead = False  # replaced or evicted: rendered replies that point at it must not be used
 
 
 def cache_ttl(answer: Answer, limits: Limits) -> tuple[str, int] | None:

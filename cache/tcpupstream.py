@@ -12,7 +12,7 @@ import os
 import socket
 import struct
 import time
-from typing import cast
+from typing import Final, cast
 
 from . import wire
 from .addresses import Address
@@ -24,15 +24,18 @@ log = logging.getLogger("cache.upstream")
 
 # Reconnect backoff after a failed connect, doubling from the first: capped low, so that the cluster zone answers
 # again within BACKOFF_MAX of kube-dns being back, however long it was away (a connect refused costs next to nothing).
-BACKOFF_FIRST, BACKOFF_MAX = 0.1, 0.5
-CLOSED_RETRIES = 10  # resends (within the deadline) of a query whose connection closed having answered nothing
-QUERIES_PER_CONNECTION = 100  # then a fresh connection: dnsmasq closes after 100 (its TCP_MAX_QUERIES)
-MAX_CONNECTIONS = 16  # per upstream; beyond, queries are pipelined past the limit (resent if the server closes)
-LIMIT_CLOSE_WITHIN = 0.5  # a server close this soon after an answer, with queries pending, suggests a query limit
-LIMIT_EVIDENCE = 5  # connections in a row closed so, after the same number of answers, before a limit is believed
-LIMIT_MEMORY = 300.0  # seconds a learned limit is kept; then it is learned again (the server may have changed)
-TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # linux/tcp.h
-DRAIN_GRACE = 0.05  # seconds a drained connection at a learned limit waits for the server's close that proves it
+BACKOFF_FIRST: Final = 0.1
+BACKOFF_MAX: Final = 0.5
+CLOSED_RETRIES: Final = 10  # resends (within the deadline) of a query whose connection closed having answered nothing
+QUERIES_PER_CONNECTION: Final = 100  # then a fresh connection: dnsmasq closes after 100 (its TCP_MAX_QUERIES)
+MAX_CONNECTIONS: Final = 16  # per upstream; beyond, queries are pipelined past the limit (resent if the server closes)
+# A server close this soon after an answer, with queries pending, suggests a query limit; believed after this many
+# connections in a row closed so, after the same number of answers:
+LIMIT_CLOSE_WITHIN: Final = 0.5
+LIMIT_EVIDENCE: Final = 5
+LIMIT_MEMORY: Final = 300.0  # seconds a learned limit is kept; then it is learned again (the server may have changed)
+TCP_QUICKACK: Final = getattr(socket, "TCP_QUICKACK", 12)  # linux/tcp.h
+DRAIN_GRACE: Final = 0.05  # seconds a drained connection at a learned limit waits for the server's close that proves it
 
 
 class ConnectionClosed(UpstreamError):

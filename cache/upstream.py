@@ -14,6 +14,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from . import wire
 from .addresses import Address
@@ -25,10 +26,10 @@ from .wire import random_id
 
 log = logging.getLogger("cache.upstream")
 
-HEALTH_QUESTION = b"\x00" + struct.pack("!HH", 2, 1)  # ". IN NS", as CoreDNS's forward health check asks
-MAX_FAILS = 2  # consecutive failures before an upstream is skipped
-HEALTH_INTERVAL = 0.5
-TC_RETRY_AT_LEAST = 0.05  # seconds a truncated answer's TCP retry gets, even when the share is nearly spent
+HEALTH_QUESTION: Final = b"\x00" + struct.pack("!HH", 2, 1)  # ". IN NS", as CoreDNS's forward health check asks
+MAX_FAILS: Final = 2  # consecutive failures before an upstream is skipped
+HEALTH_INTERVAL: Final = 0.5
+TC_RETRY_AT_LEAST: Final = 0.05  # seconds a truncated answer's TCP retry gets, even when the share is nearly spent
 
 
 _last_warned = [0.0]  # when the last out-of-sockets warning was logged
