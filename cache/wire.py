@@ -107,7 +107,11 @@ ANSWER_HEAD: Final = struct.Struct("!HHHHHH")
 NEEDED: Final = struct.Struct("!H")
 RRsetKey = tuple[bytes, int, int, int, int]  # owner (lowercase), type, class, type an RRSIG covers, section
 CUT: Final = struct.Struct("!HH")
-_TTL_OFFSETS = [struct.Struct(f"!{count}H") for count in range(33)]  # compiled once for the usual record counts
+TTL_FIELD: Final = struct.Struct("!I")
+# Compiled once for the usual record counts: the TTL offsets alone (read by a hit), and with the head before them
+# (written once per answer, in one pack).
+_TTL_OFFSETS: Final = [struct.Struct(f"!{count}H") for count in range(33)]
+_HEADS: Final = [struct.Struct(f"!6H{count}H") for count in range(33)]
 
 
 class Answer:
@@ -135,9 +139,10 @@ def pack_answer(flags: int, counts: tuple[int, int, int], ttl_offsets: list[int]
                 cut_table: bytes = b"") -> bytes:
     """`Answer.packed`: the head, the TTL fields' offsets in body (each 16 bits: a DNS message is at most 65535
     bytes), the cut table, then body."""
-    start = ANSWER_HEAD.size + 2 * len(ttl_offsets) + len(cut_table)
-    return b"".join((ANSWER_HEAD.pack(flags, *counts, len(ttl_offsets), start),
-                     _offsets_layout(len(ttl_offsets)).pack(*ttl_offsets), cut_table, body))
+    count = len(ttl_offsets)
+    head = _HEADS[count] if count < len(_HEADS) else struct.Struct(f"!6H{count}H")
+    start = ANSWER_HEAD.size + 2 * count + len(cut_table)
+    return b"".join((head.pack(flags, counts[0], counts[1], counts[2], count, start, *ttl_offsets), cut_table, body))
 
 
 def _offsets_layout(count: int) -> struct.Struct:
@@ -357,9 +362,8 @@ def render(query: Query, answer: Answer, ttl: int, limit: int) -> bytes:
     body: bytes | bytearray = packed[start:]
     if ttl_fields:
         buffer = bytearray(body)
-        ttl_bytes = ttl.to_bytes(4, "big")
         for at in _ttl_offsets(packed, ttl_fields):
-            buffer[at:at + 4] = ttl_bytes
+            TTL_FIELD.pack_into(buffer, at, ttl)
         body = buffer
     qflags = query.flags
     # A cache is not authoritative; AD only for clients that can see it (RFC 6840 5.8); RD/CD echo the query.
