@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cache.conftest import Cache
+from tests.cache.conftest import Cache, raw_udp
 from tests.cache.dnsoracle import framing, limit_of, parses, parses_as_answer, question_as_asked, strict
 from tests.cache.fakeupstream import FakeUpstream, echo, question_of
 
@@ -76,16 +76,6 @@ def cache(tmp_path_factory, upstream):
     finally:
         assert process.stop() == 0
         assert "Traceback" not in process.log.read_text()
-
-
-def exchange(port: int, data: bytes, timeout: float = REPLY_TIMEOUT) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.sendto(data, ("127.0.0.1", port))
-        try:
-            return sock.recv(65535)
-        except TimeoutError:
-            return None
 
 
 # --- queries from clients ------------------------------------------------------------------------------------------
@@ -144,7 +134,7 @@ def exchange_then_probe(port: int, data: bytes) -> bytes | None:
 @settings(FUZZ, max_examples=400)
 @given(data=queries)
 def test_any_packet_gets_no_reply_or_a_well_formed_one(cache, data):
-    reply = exchange(cache.port, data) if parses(data) else exchange_then_probe(cache.port, data)
+    reply = raw_udp(cache.port, data, REPLY_TIMEOUT) if parses(data) else exchange_then_probe(cache.port, data)
     if parses(data):
         query = dns.message.from_wire(data)
         assert reply is not None, "a well-formed query gets an answer, SERVFAIL at worst"
@@ -266,7 +256,7 @@ def test_any_upstream_answer_gives_a_well_formed_reply_and_only_checked_ones_are
     for size in sizes:
         query = dns.message.make_query(name.upper(), "A", use_edns=False if size is None else 0,
                                        payload=size[0] if size else 512, want_dnssec=bool(size and size[1]))
-        reply = exchange(cache.port, query.to_wire())
+        reply = raw_udp(cache.port, query.to_wire(), REPLY_TIMEOUT)
         assert reply is not None, "every query answered in time (SERVFAIL at worst)"
         assert len(reply) <= limit_of(query), "a UDP reply fits the client's size"
         assert reply[:2] == query.to_wire()[:2] and reply[2] & 0x80
