@@ -103,6 +103,12 @@ class FakeUpstream:
                 connection.sendall(len(reply).to_bytes(2, "big") + reply)
         self.buffers[connection] = buffer
 
+    def __enter__(self) -> FakeUpstream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.stopping = True
         self.thread.join(5)

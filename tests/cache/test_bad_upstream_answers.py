@@ -101,11 +101,8 @@ def respond(query: bytes, proto: str) -> bytes | None:
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = FakeUpstream(respond)
-    try:
+    with FakeUpstream(respond) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

@@ -58,11 +58,8 @@ def plans():
 
 @pytest.fixture(scope="module")
 def upstream(plans):
-    server = FakeUpstream(plans.respond)
-    try:
+    with FakeUpstream(plans.respond) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

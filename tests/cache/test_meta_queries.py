@@ -20,11 +20,8 @@ from tests.cache.fakeupstream import FakeUpstream
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = FakeUpstream()
-    try:
+    with FakeUpstream() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

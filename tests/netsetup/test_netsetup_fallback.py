@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_tool
 from tests.netsetup.netns import Netns
 from tests.netsetup.node import run_node_network
 
@@ -13,11 +13,10 @@ V4, V6 = "169.254.20.10", "fd00:ec::10"
 
 
 @pytest.fixture
-def ns():
-    require_root()
+def ns(ns):
+    """The namespace of tests/netsetup/conftest.py, for rules: iptables-nft is needed too."""
     require_tool("iptables-nft")
-    with Netns() as netns:
-        yield netns
+    return ns
 
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 
-import pytest
-
 from cache.netsetup.sockets import parse_proc_net
-from tests.conftest import require_root
-from tests.netsetup.netns import PYTHON, Netns
+from tests.netsetup.netns import PYTHON
 from tests.netsetup.node import run_node_network
 
 # Lines as the kernel prints them (one UDP socket on 169.254.20.10:53, one TCP listener on [fd00::10]:53 and an
@@ -44,13 +41,6 @@ tcp.listen()
 print("serving", flush=True)
 time.sleep(60)
 """
-
-
-@pytest.fixture
-def ns():
-    require_root()
-    with Netns() as netns:
-        yield netns
 
 
 def test_teardown_is_skipped_while_another_process_serves_the_address(ns):

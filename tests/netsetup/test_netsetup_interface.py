@@ -1,18 +1,7 @@
 """The interface holds each listen IP as a host route, is reused when present and never steals an address."""
 from __future__ import annotations
 
-import pytest
-
-from tests.conftest import require_root
-from tests.netsetup.netns import Netns
 from tests.netsetup.node import run_node_network
-
-
-@pytest.fixture
-def ns():
-    require_root()
-    with Netns() as netns:
-        yield netns
 
 
 def test_addresses_land_as_host_routes_and_can_be_bound(ns):

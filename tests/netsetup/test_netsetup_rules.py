@@ -7,17 +7,15 @@ import shutil
 
 import pytest
 
-from tests.conftest import require_root, require_tool
-from tests.netsetup.netns import Netns
+from tests.conftest import require_tool
 from tests.netsetup.node import run_node_network
 
 
 @pytest.fixture
-def ns():
-    require_root()
+def ns(ns):
+    """The namespace of tests/netsetup/conftest.py, for rules: iptables-nft is needed too."""
     require_tool("iptables-nft")
-    with Netns() as netns:
-        yield netns
+    return ns
 
 
 def test_rules_go_in_first_and_only_once(ns):
