@@ -1,4 +1,4 @@
-"""Batched UDP I/O for the hit path: recvmmsg in, sendmmsg out (Linux, through libc with ctypes).
+"""Batched UDP I/O for the hit path: recvmmsg in, sendmmsg out (Linux, libc's calls through ctypes in cache/mmsg.py).
 
 Why: a cache hit costs the resolver a few microseconds of Python, and each datagram costs the kernel a recvfrom
 and a sendto besides (plus an epoll round and a callback per packet under an event loop): that is what keeps a
@@ -22,15 +22,15 @@ endpoint otherwise, both calling the same `handle(data, addr, send)`.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import logging
 import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, cast
 
+from . import mmsg
 from .addresses import Peer
 
 log = logging.getLogger(__name__)
@@ -38,83 +38,19 @@ log = logging.getLogger(__name__)
 Send = Callable[[bytes, Peer], None]
 Handler = Callable[[bytes, Peer, Send], None]
 
-MSG_DONTWAIT = 0x40
-MSG_TRUNC = 0x20
-DEFAULT_BATCH = 64
-RECV_SLOT = 4096  # largest query accepted over UDP; a longer datagram is dropped (counted as truncated)
-SEND_SLOT = 4096  # answers up to this size go through sendmmsg; larger ones (big EDNS answers) use sendto
-NAME_SLOT = 128  # sizeof(struct sockaddr_storage)
-MAX_ROUNDS = 8  # recvmmsg calls per readiness event, so timers and upstream replies get their turn
-QUIET_PROBE = 32  # while traffic is light, every this many wakeups go through recvmmsg to see if it still is
+MSG_DONTWAIT: Final = 0x40
+DEFAULT_BATCH: Final = 64
+RECV_SLOT: Final = 4096  # largest query accepted over UDP; a longer datagram is dropped (counted as truncated)
+SEND_SLOT: Final = 4096  # answers up to this size go through sendmmsg; larger ones (big EDNS answers) use sendto
+MAX_ROUNDS: Final = 8  # recvmmsg calls per readiness event, so timers and upstream replies get their turn
+QUIET_PROBE: Final = 32  # while traffic is light, every this many wakeups go through recvmmsg to see if it still is
 # Distinct client addresses remembered (then the cache is emptied and refills). A few hundred bytes each: pods'
 # resolvers open a socket per lookup, so in production most addresses are seen once, and a large bound would only
 # hold memory (65536 of them: some 18 MB); a client that keeps its socket (dnsperf, a long-lived resolver) is
-# remembered again at once.
+# remembered again at once. (Not Final: read once per new address, and tests lower it.)
 ADDRESS_CACHE_MAX = 1024
 
-_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
-
-
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_void_p),
-        ("namelen", ctypes.c_uint32),
-        ("iov", ctypes.c_void_p),
-        ("iovlen", ctypes.c_size_t),
-        ("control", ctypes.c_void_p),
-        ("controllen", ctypes.c_size_t),
-        ("flags", ctypes.c_int),
-    ]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
-# Positions of the fields the hot loop touches, in 32-bit words from the start of each mmsghdr.
-_STRIDE_BYTES = ctypes.sizeof(_MMsgHdr)
-_STRIDE = _STRIDE_BYTES // 4
-_NAMELEN = _MsgHdr.namelen.offset // 4
-_FLAGS = _MsgHdr.flags.offset // 4
-_LEN = _MMsgHdr.len.offset // 4
-_STRIDE_PTRS = _STRIDE_BYTES // ctypes.sizeof(ctypes.c_size_t)  # msg_name is the first field of each mmsghdr
-
-
-def _bytes_data_offset() -> int | None:
-    """Where a bytes object's data starts relative to id() (CPython: 32 on 64-bit), so sendmmsg can point its
-    iovecs at the answers themselves instead of copying them; None (copy instead) if that does not hold here."""
-    if sys.implementation.name != "cpython":
-        return None
-    offsets = {(ctypes.cast(ctypes.c_char_p(sample), ctypes.c_void_p).value or 0) - id(sample)
-               for sample in (b"probe", b"x" * 100, bytes(range(7)))}
-    return offsets.pop() if len(offsets) == 1 else None
-
-
-_BYTES_DATA = _bytes_data_offset()
-
-
-def _load_libc() -> tuple[Any, Any] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        # The C library the interpreter already runs on (dlopen(NULL)): no ctypes.util.find_library, which runs
-        # ldconfig and imports shutil, tempfile, bz2 and lzma (0.6 MB of RSS) only to name it.
-        libc = ctypes.CDLL(None, use_errno=True)
-        recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
-    except (OSError, AttributeError):
-        return None
-    recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-    recvmmsg.restype = ctypes.c_int
-    sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
-    sendmmsg.restype = ctypes.c_int
-    return recvmmsg, sendmmsg
-
-
-_LIBC = _load_libc()
+_AGAIN: Final = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 
 def available() -> bool:
@@ -124,41 +60,7 @@ def available() -> bool:
     """
     if os.environ.get("LOCALDNS_BATCHIO", "").strip().lower() in ("off", "0", "false", "no"):
         return False
-    return _LIBC is not None
-
-
-class _MessageArray:
-    """`count` preallocated mmsghdr/iovec/buffer/sockaddr slots, each header pointing at its own slot."""
-
-    def __init__(self, count: int, slot: int) -> None:
-        self.count, self.slot = count, slot
-        self._headers = (_MMsgHdr * count)()
-        self._iovecs = (_IoVec * count)()
-        self._data = (ctypes.c_char * (count * slot))()
-        self._names = (ctypes.c_char * (count * NAME_SLOT))()
-        data_at, names_at = ctypes.addressof(self._data), ctypes.addressof(self._names)
-        for i in range(count):
-            self._iovecs[i].base, self._iovecs[i].len = data_at + i * slot, slot
-            hdr = self._headers[i].hdr
-            hdr.name, hdr.namelen = names_at + i * NAME_SLOT, NAME_SLOT
-            hdr.iov, hdr.iovlen = ctypes.addressof(self._iovecs[i]), 1
-        self.address = ctypes.addressof(self._headers)
-        self.size = ctypes.sizeof(self._headers)
-        self.words = memoryview(self._headers).cast("B").cast("I")
-        # "N" is size_t, which typeshed's literal list of formats lacks.
-        self.pointers = memoryview(self._headers).cast("B").cast("N")  # type: ignore[call-overload]
-        self.iovs = memoryview(self._iovecs).cast("B").cast("N")  # type: ignore[call-overload]  # base, len, ...
-        self.data = memoryview(self._data).cast("B")
-        self.names = memoryview(self._names).cast("B")
-        # Slicing a c_char array gives bytes at once (typeshed says list[bytes]).
-        self.data_bytes: Any = self._data
-        self.names_bytes: Any = self._names
-        self.name_words = self.names.cast("Q")  # an IPv4 sockaddr's family, port and address in one int
-        # Where slot i's fields are in those views, computed once instead of per datagram.
-        self.rx_slots = [(i * _STRIDE + _LEN, i * _STRIDE + _NAMELEN, i * NAME_SLOT, i * NAME_SLOT // 8, i * slot)
-                         for i in range(count)]
-        self.tx_slots = [(2 * i, 2 * i + 1, i * _STRIDE_PTRS, i * _STRIDE + _NAMELEN, i * slot) for i in range(count)]
-        self.named: list[bytes | None] = [None] * count  # sending: the sockaddr each slot's msg_name points at
+    return mmsg.LIBC is not None
 
 
 class BatchListener:
@@ -169,7 +71,7 @@ class BatchListener:
     """
 
     def __init__(self, sock: socket.socket, handle_datagram: Handler, *, batch_size: int = DEFAULT_BATCH) -> None:
-        if _LIBC is None:
+        if mmsg.LIBC is None:
             raise RuntimeError("recvmmsg/sendmmsg are not available here; use the plain UDP listener")
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError("BatchListener needs a UDP (SOCK_DGRAM) socket")
@@ -177,10 +79,12 @@ class BatchListener:
             raise ValueError(f"batch_size must be between 1 and 1024, not {batch_size}")
         sock.setblocking(False)
         self._sock, self._fd, self._handle = sock, sock.fileno(), handle_datagram
-        self._recvmmsg, self._sendmmsg = _LIBC
-        self._rx = _MessageArray(batch_size, RECV_SLOT)
-        self._tx = _MessageArray(batch_size, SEND_SLOT)
+        self._recvmmsg, self._sendmmsg = mmsg.LIBC
+        self._rx = mmsg.MessageArray(batch_size, RECV_SLOT)
+        self._tx = mmsg.MessageArray(batch_size, SEND_SLOT)
+        self._bytes_data = mmsg.BYTES_DATA  # None: answers are copied into the send slots
         self._out: list[tuple[bytes, Peer]] = []
+        self._sending: list[tuple[bytes, Peer]] = []  # the answers sendmmsg is reading (see _flush)
         self._batching = False
         self._reading_one = False  # inside the handler of a datagram read by `_read_one`
         self._quiet = 0  # > 0: light traffic, wakeups left before the next recvmmsg probe (plain recvfrom/sendto)
@@ -196,7 +100,9 @@ class BatchListener:
 
     def close(self) -> None:
         if self._loop is not None:
-            self._loop.remove_reader(self._fd)
+            # Through Any: uvloop's remove_reader returns None where typeshed says bool, and compiled code checks
+            # the type it is told (a TypeError at shutdown).
+            cast(Any, self._loop).remove_reader(self._fd)
             self._loop = None
         if self._out:
             self._flush()
@@ -241,7 +147,7 @@ class BatchListener:
             if n <= 1 and round_ == 0:
                 self._quiet = QUIET_PROBE  # one datagram per wakeup: batching only adds ctypes calls
             if n <= 0:
-                if n < 0 and self._receive_failed(ctypes.get_errno()):
+                if n < 0 and self._receive_failed(mmsg.get_errno()):
                     continue
                 return
             self.batches += 1
@@ -329,11 +235,14 @@ class BatchListener:
         A batch's answers mostly go to a few clients, often one (a resolver that keeps its socket): the sockaddr
         of the previous answer is reused without a lookup, and a slot whose msg_name already points at this
         client's sockaddr is left as it is (`tx.named` holds what each slot points at, and keeps it alive)."""
-        out, self._out = self._out, []  # `out` keeps every answer alive until sendmmsg has read it
+        out, self._out = self._out, []
         if len(out) == 1:
             self._sendto(*out[0])  # one answer: sendto is the cheaper call
             return
-        tx, raw_addresses, offset = self._tx, self._raw_addresses, _BYTES_DATA
+        # Every answer must stay alive until sendmmsg has read it: held by an attribute until the next flush, not by
+        # the local `out` (compiled, a local is released after its last use, which comes before the send).
+        self._sending = out
+        tx, raw_addresses, offset = self._tx, self._raw_addresses, self._bytes_data
         words, pointers, iovs, data, slot, slots, named = (tx.words, tx.pointers, tx.iovs, tx.data, tx.slot,
                                                            tx.tx_slots, tx.named)
         count = 0
@@ -356,26 +265,20 @@ class BatchListener:
             iovs[at_len] = len(payload)
             if named[count] is not raw:
                 named[count] = raw
-                pointers[at_name] = self._name_at(count, raw) if offset is None else id(raw) + offset
+                pointers[at_name] = tx.copy_name(count, raw) if offset is None else id(raw) + offset
                 words[at_namelen] = len(raw)
             count += 1
         self._send_batch(count)
 
-    def _name_at(self, index: int, raw: bytes) -> int:
-        """Copy a sockaddr into slot `index` (the portable path) and return its address."""
-        tx = self._tx
-        tx.names[index * NAME_SLOT:index * NAME_SLOT + len(raw)] = raw
-        return ctypes.addressof(tx._names) + index * NAME_SLOT
-
     def _send_batch(self, count: int) -> None:
         start = 0
         while start < count:
-            n = self._sendmmsg(self._fd, self._tx.address + start * _STRIDE_BYTES, count - start, MSG_DONTWAIT)
+            n = self._sendmmsg(self._fd, self._tx.message_at(start), count - start, MSG_DONTWAIT)
             if n > 0:
                 self.sent += n
                 start += n
                 continue
-            err = ctypes.get_errno()
+            err = mmsg.get_errno()
             if err == errno.EINTR:
                 continue
             if err in _AGAIN:  # socket buffer full: never block, drop the rest as a congested router would

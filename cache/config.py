@@ -10,7 +10,6 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
 from localdns.logformat import parse_format
@@ -198,7 +197,8 @@ def _zone(zone: str) -> str:
 def read_resolv_conf(path: str) -> list[str]:
     """The nameserver IPs of a resolv.conf (an unreadable file or no nameserver: none)."""
     try:
-        lines = Path(path).read_text().splitlines()
+        with open(path) as file:
+            lines = file.read().splitlines()
     except OSError:
         return []
     servers = []
@@ -314,7 +314,8 @@ def from_file(path: str) -> dict[str, Any]:
     import yaml  # only with --config: PyYAML and its C loader cost 1.3 MB of RSS on every node otherwise
 
     try:
-        document = yaml.safe_load(Path(path).read_text()) or {}
+        with open(path) as file:
+            document = yaml.safe_load(file.read()) or {}
     except OSError as error:
         raise SettingsError(f"config {path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:

@@ -13,12 +13,11 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localdns import logformat
 
-from . import config
+from . import config, mmsg
 from .config import Settings, SettingsError
 from .health import Response, serve_http, text
 from .kubednsconfig import KubeDnsConfig
@@ -251,7 +250,8 @@ class Daemon:
         if not self.settings.config:
             return None
         try:
-            return Path(self.settings.config).read_bytes()
+            with open(self.settings.config, "rb") as file:
+                return file.read()
         except OSError:
             return None
 
@@ -346,6 +346,7 @@ def settle_garbage_collector() -> None:
     reference cycles; the collector stays on for the rest (misses, reloads)."""
     gc.collect()
     gc.freeze()
+    mmsg.return_free_memory()
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:

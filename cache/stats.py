@@ -28,9 +28,17 @@ class Histogram:
         self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}  # labels -> (per bucket, [sum])
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
+        self.add(self.series_of(labels), value)
+
+    def series_of(self, labels: tuple[str, ...]) -> tuple[list[int], list[float]]:
+        """The series of these labels, made on first use. A caller that observes often keeps it and calls `add`,
+        so that no key is built and hashed per observation."""
         series = self.series.get(labels)
         if series is None:
             series = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
+        return series
+
+    def add(self, series: tuple[list[int], list[float]], value: float) -> None:
         series[0][bisect.bisect_left(self.buckets, value)] += 1
         series[1][0] += value
 

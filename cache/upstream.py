@@ -18,7 +18,7 @@ from typing import Final
 
 from . import wire
 from .addresses import Address
-from .exchange import Done, Exchange, OutOfSockets, UpstreamError, answer_matches, ask
+from .exchange import Deadlines, Done, Exchange, OutOfSockets, UpstreamError, answer_matches, ask
 from .metrics import rcode_name
 from .stats import Stats
 from .tcpupstream import TcpUpstream
@@ -105,6 +105,9 @@ class Upstream:
         self.ever_answered = False
         self.closed = False
         self._health_task: asyncio.Task[None] | None = None
+        # rcode -> its forward_responses key and forward_duration series, made once: an answer counts without
+        # building and hashing two label tuples (at most 16 rcodes fit in a header)
+        self._counted: dict[int, tuple[tuple[str, int], tuple[list[int], list[float]]]] = {}
 
     @property
     def healthy(self) -> bool:
@@ -127,9 +130,14 @@ class Upstream:
                 exchange.fail(UpstreamError(f"{self.address}: {error}"))
 
     def answered(self, data: bytes, started: float) -> None:
-        rcode = int.from_bytes(data[2:4], "big") & wire.RCODE_MASK
-        self.stats.forward_responses[(self.name, rcode)] += 1
-        self.stats.forward_duration.observe((self.name, rcode_name(rcode)), time.monotonic() - started)
+        rcode = data[3] & wire.RCODE_MASK
+        counted = self._counted.get(rcode)
+        if counted is None:
+            series = self.stats.forward_duration.series_of((self.name, rcode_name(rcode)))
+            counted = self._counted[rcode] = ((self.name, rcode), series)
+        key, series = counted
+        self.stats.forward_responses[key] += 1
+        self.stats.forward_duration.add(series, time.monotonic() - started)
         self.fails = 0
         self.ever_answered = True
 
@@ -176,7 +184,7 @@ class Group:
 
     def __init__(self, zone: str, upstreams: Iterable[Upstream], stats: Stats) -> None:
         self.zone, self.upstreams, self.stats = zone, list(upstreams), stats
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first miss, kept (see Exchange.loop)
+        self._deadlines: Deadlines | None = None  # the timeouts of its exchanges, on the loop of the first miss
 
     @property
     def up(self) -> bool:
@@ -201,10 +209,10 @@ class Group:
     def start(self, question: bytes, do: bool, cd: bool, timeout: float, on_done: Done) -> None:
         """Ask for the first answer from an upstream (any rcode) within `timeout`: `on_done` is called with it, or
         with an UpstreamError when none answers."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        Exchange(question, do, cd, timeout, self.order(), self.zone, on_done, loop).begin()
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = Deadlines(asyncio.get_running_loop())
+        Exchange(question, do, cd, timeout, self.order(), self.zone, on_done, deadlines).begin()
 
     async def exchange(self, question: bytes, do: bool, cd: bool, timeout: float) -> bytes:
         """`start`, awaited (the loop probes)."""

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from cache import batchio
+from cache import batchio, mmsg
 from tests.cache.test_batchio import client, receive, serve, stats_of  # noqa: F401  (serve is a fixture)
 
 pytestmark = pytest.mark.skipif(not batchio.available(), reason="recvmmsg/sendmmsg need Linux (batchio.available())")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not batchio.available(), reason="recvmmsg/sendmm
 @pytest.mark.parametrize("remembered", [batchio.ADDRESS_CACHE_MAX, 3], ids=["addresses-kept", "addresses-forgotten"])
 def test_each_batch_answers_its_own_clients(serve, monkeypatch, copying, remembered):  # noqa: F811
     if copying:  # the path where sockaddrs are copied into the slots rather than pointed at
-        monkeypatch.setattr(batchio, "_BYTES_DATA", None)
+        monkeypatch.setattr(mmsg, "BYTES_DATA", None)
     monkeypatch.setattr(batchio, "ADDRESS_CACHE_MAX", remembered)
     server = serve(run=False)
     clients = [client() for _ in range(5)]

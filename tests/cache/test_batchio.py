@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cache import batchio
+from cache import batchio, mmsg
 
 pytestmark = pytest.mark.skipif(not batchio.available(), reason="recvmmsg/sendmmsg need Linux (batchio.available())")
 
@@ -322,7 +322,7 @@ def test_start_udp_serves_batched_or_falls_back_to_a_plain_endpoint(monkeypatch,
 
 def test_the_copying_send_path_delivers_the_same_answers(serve, monkeypatch):
     """Where answers cannot be sent from their own memory (not CPython), they are copied into the slot buffers."""
-    monkeypatch.setattr(batchio, "_BYTES_DATA", None)
+    monkeypatch.setattr(mmsg, "BYTES_DATA", None)
     server = serve(run=False)
     sock = client()
     for n in range(100):
