@@ -33,6 +33,11 @@ from typing import Any, Final, Protocol, cast
 from . import mmsg
 from .addresses import Peer
 
+try:  # C, built with the compiled hot path; the socket's own recvfrom and sendto where it is not
+    from . import rawudp
+except ImportError:
+    rawudp = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 Send = Callable[[bytes, Peer], None]
@@ -87,6 +92,8 @@ class BatchListener:
         self._sending: list[tuple[bytes, Peer]] = []  # the answers sendmmsg is reading (see _flush)
         self._batching = False
         self._reading_one = False  # inside the handler of a datagram read by `_read_one`
+        self._reading_addr: Peer | None = None  # and that datagram's client, as the handler sees it
+        self._reading_raw: bytes | None = None  # and as the kernel gave it (with cache/rawudp.c)
         self._quiet = 0  # > 0: light traffic, wakeups left before the next recvmmsg probe (plain recvfrom/sendto)
         self._addresses: dict[int | bytes, Peer] = {}  # IPv4 sockaddr as an int, else raw bytes -> tuple
         self._raw_addresses: dict[Peer, bytes] = {}  # and back, for sendmmsg
@@ -185,7 +192,11 @@ class BatchListener:
 
     def _read_one(self) -> None:
         """Light traffic: one recvfrom and the answer by sendto (C calls, no ctypes, no EAGAIN read: if more is
-        queued the loop wakes us again at once, and the next recvmmsg probe finds it and batching resumes)."""
+        queued the loop wakes us again at once, and the next recvmmsg probe finds it and batching resumes).
+        With cache/rawudp.c built, the client's address stays raw on the way in and out (see `_read_one_raw`)."""
+        if rawudp is not None:
+            self._read_one_raw()
+            return
         try:
             data, addr = self._sock.recvfrom(RECV_SLOT + 1)
         except (BlockingIOError, InterruptedError):
@@ -194,12 +205,34 @@ class BatchListener:
             self.receive_errors += 1
             log.debug("recvfrom: %s", error)
             return
+        self._answer_one(data, addr, None)
+
+    def _read_one_raw(self) -> None:
+        """`_read_one` through cache/rawudp.c: the address comes as the kernel's sockaddr bytes and is looked up
+        among those seen before (the tuple socket.recvfrom would build, without inet_ntop), and the answer goes
+        back to those bytes (without parsing the tuple again)."""
+        assert rawudp is not None
+        try:
+            got = rawudp.recvfrom(self._fd, RECV_SLOT + 1)
+        except OSError as error:  # a queued ICMP error: counted; the next wakeup reads on
+            self.receive_errors += 1
+            log.debug("recvfrom: %s", error)
+            return
+        if got is None:
+            return
+        data, raw = got
+        addr = self._addresses.get(raw)
+        if addr is None:
+            addr = self._learn_address(raw, raw)
+        self._answer_one(data, addr, raw)
+
+    def _answer_one(self, data: bytes, addr: Peer, raw: bytes | None) -> None:
         self.received += 1
         self.unbatched += 1
         if len(data) > RECV_SLOT:
             self.truncated += 1
             return
-        self._reading_one = True
+        self._reading_one, self._reading_addr, self._reading_raw = True, addr, raw
         try:
             self._handle(data, addr, self._send_one)
         except Exception:
@@ -207,16 +240,27 @@ class BatchListener:
             if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:
                 log.exception("handling a datagram failed (%d so far)", self.handler_errors)
         finally:
-            self._reading_one = False
+            self._reading_one, self._reading_raw = False, None
 
     def _send_one(self, data: bytes, addr: Peer) -> None:
         """The `send` for a datagram read on its own: its answer goes out at once by sendto (it has nothing to share
         a sendmmsg with, and a trip through the queue cost 2,500 instructions per query at a steady 500 QPS); an
         answer sent later (a miss) is queued as every later answer is."""
-        if self._reading_one:
-            self._sendto(data, addr)
-        else:
+        if not self._reading_one:
             self.send(data, addr)
+            return
+        raw = self._reading_raw
+        if raw is None or addr is not self._reading_addr or data.__class__ is not bytes:
+            self._sendto(data, addr)
+            return
+        try:
+            rawudp.sendto(self._fd, data, raw)  # (raw is only set where rawudp is built)
+            self.sent += 1
+        except BlockingIOError:
+            self.dropped += 1
+        except OSError as exc:
+            self.send_errors += 1
+            log.debug("sendto %s: %s", addr, exc)
 
     def _receive_failed(self, err: int) -> bool:
         """Classify a recvmmsg error; True means read again now."""

@@ -6,6 +6,7 @@ Real loopback sockets (IPv4 and IPv6) and the real recvmmsg/sendmmsg; a small st
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import struct
@@ -405,3 +406,46 @@ def test_light_traffic_is_read_one_by_one_and_a_burst_brings_batches_back(serve)
     assert after["batches"] > quiet["batches"]  # read in batches again
     assert after["unbatched"] - quiet["unbatched"] <= batchio.QUIET_PROBE
     sock.close()
+
+
+def test_lone_datagrams_keep_their_address_raw_in_the_compiled_build():
+    """cache/rawudp.c, built with the compiled hot path (and required there: `make test-compiled` sets
+    LOCALDNS_TREE), reads a datagram with the client's sockaddr as the kernel gave it and answers to those bytes;
+    the plain tree has no C and the listener uses the socket's own recvfrom and sendto (the tests above)."""
+    rawudp = batchio.rawudp
+    if not os.environ.get("LOCALDNS_TREE"):
+        assert rawudp is None
+        return
+    assert rawudp is not None, "the compiled build has no cache/rawudp.c extension"
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        server = socket.socket(family, socket.SOCK_DGRAM)
+        peer = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            server.bind((host, 0))
+            peer.bind((host, 0))
+            peer.settimeout(WAIT)
+            fd = server.fileno()
+            assert rawudp.recvfrom(fd, 100) is None  # nothing queued: never blocks
+            peer.sendto(b"hello", server.getsockname())
+            got = None
+            deadline = time.monotonic() + WAIT
+            while got is None and time.monotonic() < deadline:
+                got = rawudp.recvfrom(fd, batchio.RECV_SLOT + 1)
+            assert got is not None
+            data, raw = got
+            assert data == b"hello"
+            assert batchio.decode_sockaddr(raw) == peer.getsockname()
+            assert rawudp.sendto(fd, b"back", raw) == 4
+            assert peer.recv(100) == b"back"
+            peer.sendto(b"x" * 5000, server.getsockname())  # longer than asked for: cut, as socket.recvfrom cuts
+            got = None
+            while got is None and time.monotonic() < deadline:
+                got = rawudp.recvfrom(fd, batchio.RECV_SLOT + 1)
+            assert got is not None and len(got[0]) == batchio.RECV_SLOT + 1
+            with pytest.raises(OSError):
+                rawudp.sendto(fd, b"x", b"\x00\x00\x00\x00")  # no address family, too short
+            with pytest.raises(TypeError):
+                rawudp.sendto(fd, bytearray(b"x"), raw)  # type: ignore[arg-type]
+        finally:
+            server.close()
+            peer.close()

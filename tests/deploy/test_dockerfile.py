@@ -188,8 +188,11 @@ def test_the_image_gets_the_compiled_hot_path_and_keeps_its_sources(dockerfile) 
     assert "LOCALDNS_COMPILE=1 pip wheel --no-build-isolation" in wheel
     assert re.search(r"pip install --constraint requirements\.lock mypy setuptools", wheel)
     assert "setup.py" in shlex.split(builder.all("COPY")[0])
-    compiled = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["localdns"]["compiled"]
-    assert compiled and all((ROOT / module).is_file() for module in compiled)
-    assert 'tomllib.load(file)["tool"]["localdns"]["compiled"]' in (ROOT / "setup.py").read_text()
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["localdns"]
+    assert listed["compiled"] and all((ROOT / module).is_file() for module in listed["compiled"])
+    assert all((ROOT / source).is_file() and source.endswith(".c") for source in listed["extensions"])
+    setup = (ROOT / "setup.py").read_text()
+    assert 'tomllib.load(file)["tool"]["localdns"]' in setup
+    assert 'mypycify(listed["compiled"]' in setup and 'listed["extensions"]' in setup
     pins = (ROOT / "requirements.lock").read_text().splitlines()
     assert [p for p in pins if p.startswith("mypy==")] and [p for p in pins if p.startswith("setuptools==")]
