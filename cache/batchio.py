@@ -249,18 +249,8 @@ class BatchListener:
         if not self._reading_one:
             self.send(data, addr)
             return
-        raw = self._reading_raw
-        if raw is None or addr is not self._reading_addr or data.__class__ is not bytes:
-            self._sendto(data, addr)
-            return
-        try:
-            rawudp.sendto(self._fd, data, raw)  # (raw is only set where rawudp is built)
-            self.sent += 1
-        except BlockingIOError:
-            self.dropped += 1
-        except OSError as exc:
-            self.send_errors += 1
-            log.debug("sendto %s: %s", addr, exc)
+        raw = self._reading_raw if addr is self._reading_addr and data.__class__ is bytes else None
+        self._sendto(data, addr, raw)
 
     def _receive_failed(self, err: int) -> bool:
         """Classify a recvmmsg error; True means read again now."""
@@ -332,9 +322,14 @@ class BatchListener:
             log.debug("sendmmsg: %s", os.strerror(err))
             start += 1
 
-    def _sendto(self, data: bytes, addr: Peer) -> None:
+    def _sendto(self, data: bytes, addr: Peer, raw: bytes | None = None) -> None:
+        """One answer by sendto: to `raw`, the client's sockaddr as the kernel gave it, through cache/rawudp.c
+        (only ever set where it is built), else to the address tuple."""
         try:
-            self._sock.sendto(data, addr)
+            if raw is not None:
+                rawudp.sendto(self._fd, data, raw)
+            else:
+                self._sock.sendto(data, addr)
             self.sent += 1
         except BlockingIOError:
             self.dropped += 1
