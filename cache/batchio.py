@@ -193,37 +193,26 @@ class BatchListener:
     def _read_one(self) -> None:
         """Light traffic: one recvfrom and the answer by sendto (C calls, no ctypes, no EAGAIN read: if more is
         queued the loop wakes us again at once, and the next recvmmsg probe finds it and batching resumes).
-        With cache/rawudp.c built, the client's address stays raw on the way in and out (see `_read_one_raw`)."""
-        if rawudp is not None:
-            self._read_one_raw()
-            return
+        With cache/rawudp.c built, the address comes as the kernel's sockaddr bytes, looked up among those seen
+        before (the tuple socket.recvfrom would build, without inet_ntop), and the answer goes back to those bytes
+        (without parsing the tuple again)."""
+        raw = None
         try:
-            data, addr = self._sock.recvfrom(RECV_SLOT + 1)
+            if rawudp is None:
+                data, addr = self._sock.recvfrom(RECV_SLOT + 1)
+            else:
+                got = rawudp.recvfrom(self._fd, RECV_SLOT + 1)
+                if got is None:
+                    return
+                data, raw = got
+                known = self._addresses.get(raw)
+                addr = known if known is not None else self._learn_address(raw, raw)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:  # a queued ICMP error: counted; the next wakeup reads on
             self.receive_errors += 1
             log.debug("recvfrom: %s", error)
             return
-        self._answer_one(data, addr, None)
-
-    def _read_one_raw(self) -> None:
-        """`_read_one` through cache/rawudp.c: the address comes as the kernel's sockaddr bytes and is looked up
-        among those seen before (the tuple socket.recvfrom would build, without inet_ntop), and the answer goes
-        back to those bytes (without parsing the tuple again)."""
-        assert rawudp is not None
-        try:
-            got = rawudp.recvfrom(self._fd, RECV_SLOT + 1)
-        except OSError as error:  # a queued ICMP error: counted; the next wakeup reads on
-            self.receive_errors += 1
-            log.debug("recvfrom: %s", error)
-            return
-        if got is None:
-            return
-        data, raw = got
-        addr = self._addresses.get(raw)
-        if addr is None:
-            addr = self._learn_address(raw, raw)
         self._answer_one(data, addr, raw)
 
     def _answer_one(self, data: bytes, addr: Peer, raw: bytes | None) -> None:
@@ -240,7 +229,7 @@ class BatchListener:
             if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:
                 log.exception("handling a datagram failed (%d so far)", self.handler_errors)
         finally:
-            self._reading_one, self._reading_raw = False, None
+            self._reading_one, self._reading_addr, self._reading_raw = False, None, None
 
     def _send_one(self, data: bytes, addr: Peer) -> None:
         """The `send` for a datagram read on its own: its answer goes out at once by sendto (it has nothing to share

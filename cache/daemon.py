@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from localdns import logformat
 
-from . import config, mmsg
+from . import config
 from .config import Settings, SettingsError
 from .health import Response, serve_http, text
 from .kubednsconfig import KubeDnsConfig
@@ -346,7 +346,19 @@ def settle_garbage_collector() -> None:
     reference cycles; the collector stays on for the rest (misses, reloads)."""
     gc.collect()
     gc.freeze()
-    mmsg.return_free_memory()
+    return_free_memory()
+
+
+def return_free_memory() -> None:
+    """Hand the heap memory start-up freed back to the kernel (glibc's malloc_trim): the argument parser, the
+    settings and the modules' import-time temporaries leave free pages that malloc keeps for reuse and the node
+    counts as the cache's RSS. Once, after start-up; nothing where the C library has no malloc_trim (musl)."""
+    import ctypes  # loaded already for the batched listener (cache/mmsg.py)
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:

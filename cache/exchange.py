@@ -103,7 +103,7 @@ class Exchange:
     the time left (so a silent first one leaves time for the next), and `on_done` is called once, with the answer's
     bytes or an UpstreamError saying what each upstream did."""
 
-    __slots__ = ("cd", "deadline", "deadlines", "do", "done", "errors", "fruitless", "holder", "index", "loop", "name",
+    __slots__ = ("cd", "deadline", "deadlines", "do", "done", "errors", "fruitless", "holder", "index", "name",
                  "on_done", "order", "qid", "question", "share", "started", "tick", "timeout", "upstream")
 
     def __init__(self, question: bytes, do: bool, cd: bool, timeout: float, order: Sequence[Asked], name: str,
@@ -112,8 +112,7 @@ class Exchange:
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.order, self.name, self.on_done = order, name, on_done
-        self.deadlines = deadlines
-        self.loop = deadlines.loop  # the caller's: asyncio.get_running_loop() costs a getpid() on CPython 3.11
+        self.deadlines = deadlines  # and its loop, the caller's: asyncio.get_running_loop() costs a getpid() (3.11)
         self.index = 0  # the next upstream in `order` to ask
         self.errors: list[str] = []
         self.upstream: Asked | None = None  # the one asked now, and since when, for how long

@@ -78,16 +78,6 @@ def _load_libc() -> tuple[Any, Any] | None:
 LIBC = _load_libc()
 
 
-def return_free_memory() -> None:
-    """Hand the heap memory start-up freed back to the kernel (glibc's malloc_trim): the argument parser, the
-    settings and the modules' import-time temporaries leave free pages that malloc keeps for reuse and the node
-    counts as the cache's RSS. Once, after start-up; nothing where the C library has no malloc_trim (musl)."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 class MessageArray:
     """`count` preallocated mmsghdr/iovec/buffer/sockaddr slots, each header pointing at its own slot."""
 

@@ -17,7 +17,7 @@
 #include <errno.h>
 #include <sys/socket.h>
 
-/* Large enough for any UDP datagram, so that a long one is read whole and reported by its length. */
+/* What recvfrom reads into before the bytes object is made: as large as the largest `size` accepted. */
 static char datagram[65536];
 
 static int

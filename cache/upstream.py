@@ -61,7 +61,7 @@ class _UdpQuery:
         except OSError:
             self.sock.close()
             raise
-        exchange.loop.add_reader(self.sock.fileno(), self._readable)
+        exchange.deadlines.loop.add_reader(self.sock.fileno(), self._readable)
         exchange.holder = self
 
     def _readable(self) -> None:
@@ -90,7 +90,7 @@ class _UdpQuery:
 
     def _close(self) -> None:
         if self.sock.fileno() >= 0:
-            self.exchange.loop.remove_reader(self.sock.fileno())
+            self.exchange.deadlines.loop.remove_reader(self.sock.fileno())
             self.sock.close()
 
 
