@@ -94,6 +94,11 @@ class BatchListener:
         self._reading_one = False  # inside the handler of a datagram read by `_read_one`
         self._reading_addr: Peer | None = None  # and that datagram's client, as the handler sees it
         self._reading_raw: bytes | None = None  # and as the kernel gave it (with cache/rawudp.c)
+        # Looked up once rather than per datagram at a steady rate: the `send` for a lone datagram (a bound method is
+        # a new object each time it is named), and rawudp's calls (a global and a module attribute each).
+        self._send_now: Send = self._send_one
+        self._recvfrom_raw = rawudp.recvfrom if rawudp is not None else None
+        self._sendto_raw = rawudp.sendto if rawudp is not None else None
         self._quiet = 0  # > 0: light traffic, wakeups left before the next recvmmsg probe (plain recvfrom/sendto)
         self._addresses: dict[int | bytes, Peer] = {}  # IPv4 sockaddr as an int, else raw bytes -> tuple
         self._raw_addresses: dict[Peer, bytes] = {}  # and back, for sendmmsg
@@ -197,11 +202,12 @@ class BatchListener:
         before (the tuple socket.recvfrom would build, without inet_ntop), and the answer goes back to those bytes
         (without parsing the tuple again)."""
         raw = None
+        recvfrom_raw = self._recvfrom_raw
         try:
-            if rawudp is None:
+            if recvfrom_raw is None:
                 data, addr = self._sock.recvfrom(RECV_SLOT + 1)
             else:
-                got = rawudp.recvfrom(self._fd, RECV_SLOT + 1)
+                got = recvfrom_raw(self._fd, RECV_SLOT + 1)
                 if got is None:
                     return
                 data, raw = got
@@ -223,7 +229,7 @@ class BatchListener:
             return
         self._reading_one, self._reading_addr, self._reading_raw = True, addr, raw
         try:
-            self._handle(data, addr, self._send_one)
+            self._handle(data, addr, self._send_now)
         except Exception:
             self.handler_errors += 1
             if self.handler_errors <= 10 or self.handler_errors % 10000 == 0:
@@ -238,7 +244,7 @@ class BatchListener:
         if not self._reading_one:
             self.send(data, addr)
             return
-        raw = self._reading_raw if addr is self._reading_addr and data.__class__ is bytes else None
+        raw = self._reading_raw if addr is self._reading_addr and type(data) is bytes else None
         self._sendto(data, addr, raw)
 
     def _receive_failed(self, err: int) -> bool:
@@ -274,7 +280,7 @@ class BatchListener:
             if addr is not last_addr:
                 last_addr, last_raw = addr, raw_addresses.get(addr)
             raw = last_raw
-            if raw is None or payload.__class__ is not bytes or (offset is None and len(payload) > slot):
+            if raw is None or type(payload) is not bytes or (offset is None and len(payload) > slot):
                 self._sendto(payload, addr)  # an address we never decoded, a bytearray, or too big to copy
                 continue
             if count == tx.count:  # more answers than slots (a handler that sent several): send these first
@@ -314,9 +320,10 @@ class BatchListener:
     def _sendto(self, data: bytes, addr: Peer, raw: bytes | None = None) -> None:
         """One answer by sendto: to `raw`, the client's sockaddr as the kernel gave it, through cache/rawudp.c
         (only ever set where it is built), else to the address tuple."""
+        sendto_raw = self._sendto_raw
         try:
-            if raw is not None:
-                rawudp.sendto(self._fd, data, raw)
+            if raw is not None and sendto_raw is not None:
+                sendto_raw(self._fd, data, raw)
             else:
                 self._sock.sendto(data, addr)
             self.sent += 1

@@ -41,7 +41,7 @@ class OutOfSockets(UpstreamError):
 
 def answer_matches(data: bytes, qid: int, question: bytes) -> bool:
     """Does an upstream answer belong to our query: its random ID, and its question (compared case-insensitively)?"""
-    return (len(data) >= 12 + len(question) and int.from_bytes(data[:2], "big") == qid
+    return (len(data) >= 12 + len(question) and (data[0] << 8 | data[1]) == qid
             and data[12:12 + len(question)].lower() == question)
 
 

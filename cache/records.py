@@ -74,21 +74,37 @@ def read_name(data: bytes, offset: int) -> bytes:
         offset += length + 1
 
 
-def records(data: bytes, offset: int, count: int, targets: list[int] | None = None) -> Iterator[Record]:
-    """The `count` records from `offset`, each as (start, type, class, ttl, rdata start, end); where the owner
-    names' pointers lead is added to `targets` when given."""
+def u16(data: bytes, at: int) -> int:
+    """The 16-bit big-endian number at `at`. Plain arithmetic on the bytes rather than struct: compiled, it stays a
+    machine integer, where struct's tuple of objects made every comparison and mask after it a generic call."""
+    return (data[at] << 8) | data[at + 1]
+
+
+def u32(data: bytes, at: int) -> int:
+    return (data[at] << 24) | (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
+
+
+def record_at(data: bytes, offset: int, targets: list[int] | None = None) -> Record:
+    """The record at `offset` as (start, type, class, ttl, rdata start, end); where its owner name's pointers lead
+    is added to `targets` when given."""
+    start = offset
+    offset = skip_name(data, offset, targets)
     size = len(data)
+    if offset + 10 > size:
+        raise ValueError("record runs past the end")
+    rdata = offset + 10
+    end = rdata + u16(data, offset + 8)
+    if end > size:
+        raise ValueError("record runs past the end")
+    return start, u16(data, offset), u16(data, offset + 2), u32(data, offset + 4), rdata, end
+
+
+def records(data: bytes, offset: int, count: int, targets: list[int] | None = None) -> Iterator[Record]:
+    """The `count` records from `offset` (see `record_at`)."""
     for _ in range(count):
-        start = offset
-        offset = skip_name(data, offset, targets)
-        if offset + 10 > size:
-            raise ValueError("record runs past the end")
-        rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, offset)
-        rdata = offset + 10
-        offset = rdata + rdlength
-        if offset > size:
-            raise ValueError("record runs past the end")
-        yield start, rtype, rclass, ttl, rdata, offset
+        record = record_at(data, offset, targets)
+        offset = record[5]
+        yield record
 
 
 # The rdata layouts checked before an answer is cached, as a sequence of fields: a number is that many bytes, N a

@@ -10,7 +10,6 @@ import errno
 import logging
 import os
 import socket
-import struct
 import time
 from typing import Final, cast
 
@@ -85,7 +84,7 @@ class _Connection(asyncio.Protocol):
         # batch goes out in one write() instead of one system call per query (see `_write`).
         if not self._outgoing:
             self._loop.call_soon(self._write)
-        self._outgoing.append(struct.pack("!H", len(message)) + message)
+        self._outgoing.append(len(message).to_bytes(2, "big") + message)
         self.pending[qid] = exchange
         exchange.qid, exchange.holder = qid, self
         self.sent += 1
@@ -141,12 +140,12 @@ class _Connection(asyncio.Protocol):
 
     def _read_answers(self, buffer: bytearray) -> None:
         while len(buffer) >= 2:
-            end = 2 + int.from_bytes(buffer[:2], "big")
+            end = 2 + (buffer[0] << 8 | buffer[1])
             if len(buffer) < end:
                 return
             message = bytes(buffer[2:end])
             del buffer[:end]
-            qid = int.from_bytes(message[:2], "big") if len(message) >= 2 else -1
+            qid = (message[0] << 8 | message[1]) if len(message) >= 2 else -1
             exchange = self.pending.get(qid)
             if exchange is not None and answer_matches(message, qid, exchange.question):
                 self.answered += 1

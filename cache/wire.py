@@ -14,7 +14,7 @@ import struct
 from typing import Final
 
 from .records import MAX_NAME as MAX_NAME  # (querylog reads it here)
-from .records import RR_FIXED, check_options, check_rdata, read_name, records
+from .records import RR_FIXED, check_options, check_rdata, read_name, record_at, records, u16, u32
 
 # Final: mypyc compiles these names into the module as constants (ints inlined), instead of a lookup in the
 # module's dict at every use on the hot path.
@@ -104,13 +104,10 @@ class Query:
 #                                     then per place the body may be cut, CUT: the body length there, records kept
 #   body                              the records after the question, as the upstream sent them
 ANSWER_HEAD: Final = struct.Struct("!HHHHHH")
-NEEDED: Final = struct.Struct("!H")
 RRsetKey = tuple[bytes, int, int, int, int]  # owner (lowercase), type, class, type an RRSIG covers, section
-CUT: Final = struct.Struct("!HH")
-TTL_FIELD: Final = struct.Struct("!I")
-# Compiled once for the usual record counts: the TTL offsets alone (read by a hit), and with the head before them
-# (written once per answer, in one pack).
-_TTL_OFFSETS: Final = [struct.Struct(f"!{count}H") for count in range(33)]
+CUT_SIZE: Final = 4  # a cut: body length, records kept (16 bits each)
+# Compiled once for the usual record counts: the head and the TTL offsets after it (written once per answer, in one
+# pack; read back field by field with u16).
 _HEADS: Final = [struct.Struct(f"!6H{count}H") for count in range(33)]
 
 
@@ -145,14 +142,6 @@ def pack_answer(flags: int, counts: tuple[int, int, int], ttl_offsets: list[int]
     return b"".join((head.pack(flags, counts[0], counts[1], counts[2], count, start, *ttl_offsets), cut_table, body))
 
 
-def _offsets_layout(count: int) -> struct.Struct:
-    return _TTL_OFFSETS[count] if count < len(_TTL_OFFSETS) else struct.Struct(f"!{count}H")
-
-
-def _ttl_offsets(packed: bytes, count: int) -> tuple[int, ...]:
-    return _offsets_layout(count).unpack_from(packed, ANSWER_HEAD.size)
-
-
 def _error(data: bytes, rcode: int, reason: str, question: bytes = b"", edns: bool = False) -> BadQuery:
     """An error response built from whatever part of the query could be read."""
     qid, flags = struct.unpack_from("!HH", data)
@@ -165,6 +154,14 @@ def _error(data: bytes, rcode: int, reason: str, question: bytes = b"", edns: bo
 
 def opt_record(extended_rcode: int = 0, do: bool = False) -> bytes:
     return b"\x00" + RR_FIXED.pack(TYPE_OPT, OUR_UDP_SIZE, (extended_rcode << 24) | (DO_BIT if do else 0), 0)
+
+
+# The OPT records every answer and upstream query carries, made once.
+OPT_PLAIN: Final = opt_record(0, False)
+OPT_DO: Final = opt_record(0, True)
+# An upstream query's header after its ID: RD (and CD), one question, one additional record (our OPT).
+_QUERY_FLAGS_AND_COUNTS: Final = HEADER.pack(0, RD, 1, 0, 0, 1)[2:]
+_QUERY_FLAGS_AND_COUNTS_CD: Final = HEADER.pack(0, RD | CD, 1, 0, 0, 1)[2:]
 
 
 def _meta_query_error(data: bytes, qtype: int, question: bytes, edns: bool) -> BadQuery:
@@ -180,7 +177,7 @@ def parse_query(data: bytes) -> Query:
     """Read a client's query. Raises Drop (no answer) or BadQuery (answer with its `response`)."""
     if len(data) < 12:
         raise Drop("shorter than a DNS header")
-    qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    flags, qdcount = u16(data, 2), u16(data, 4)
     if flags & QR:
         raise Drop("a response sent to us")
     if flags & OPCODE_MASK:
@@ -207,6 +204,7 @@ def parse_query(data: bytes) -> Query:
     question = data[12:question_end]
     qtype = (data[name_end] << 8) | data[name_end + 1]
     edns, udp_size, do = False, PLAIN_UDP_SIZE, False
+    ancount, nscount, arcount = u16(data, 6), u16(data, 8), u16(data, 10)
     if ancount or nscount or arcount:
         try:
             opt = _query_opt(data, question_end, ancount, nscount, arcount)
@@ -221,7 +219,7 @@ def parse_query(data: bytes) -> Query:
         raise _meta_query_error(data, qtype, question, edns)
     cd = bool(flags & CD)
     key = question.lower() + bytes((do << 1 | cd,))
-    return Query(qid, flags, question, key, qtype, edns, udp_size, do, cd)
+    return Query(u16(data, 0), flags, question, key, qtype, edns, udp_size, do, cd)
 
 
 def _query_opt(data: bytes, offset: int, ancount: int, nscount: int, arcount: int) -> tuple[int, int] | None:
@@ -230,9 +228,8 @@ def _query_opt(data: bytes, offset: int, ancount: int, nscount: int, arcount: in
     size = len(data)
     if arcount == 1 and not ancount and not nscount and data[offset:offset + 3] == b"\x00\x00\x29" \
             and offset + 11 <= size:  # the usual EDNS query: its one record is an OPT at the root
-        _, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, offset + 1)
-        if offset + 11 + rdlength <= size:
-            return rclass, ttl
+        if offset + 11 + u16(data, offset + 9) <= size:
+            return u16(data, offset + 3), u32(data, offset + 5)
     found = None
     for index, (owner, rtype, rclass, ttl, _, _) in enumerate(records(data, offset, ancount + nscount + arcount)):
         if rtype == TYPE_OPT:
@@ -247,7 +244,7 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
     answer must not be used: malformed, not ours, truncated, an OPT out of place or an extended error in it."""
     if len(data) < 12:
         raise BadAnswer("shorter than a DNS header")
-    _, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    flags, qdcount, ancount, nscount, arcount = u16(data, 2), u16(data, 4), u16(data, 6), u16(data, 8), u16(data, 10)
     qend = 12 + len(question)
     if not flags & QR or qdcount != 1 or data[12:qend].lower() != question:
         raise BadAnswer("not an answer to our question")
@@ -271,9 +268,10 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
     began: dict[RRsetKey, int] = {}  # RRset -> the number of cuts when it began
     qclass = (data[qend - 2] << 8) | data[qend - 1]
     targets: list[int] = []  # where the names' compression pointers lead
+    end = qend
     try:
-        for index, (start, rtype, rclass, ttl, rdata, end) in enumerate(
-                records(data, qend, ancount + nscount + arcount, targets)):
+        for index in range(ancount + nscount + arcount):
+            start, rtype, rclass, ttl, rdata, end = record_at(data, end, targets)
             section = 0 if index < ancount else 1 if index < ancount + nscount else 2
             if rtype == TYPE_OPT:
                 if section != 2 or opt_seen or data[start] != 0:
@@ -298,12 +296,12 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
             if ttl < min_ttl:
                 min_ttl = ttl
             if section == 0:
-                cuts += (end - qend, kept)
+                cuts.append(end - qend)
+                cuts.append(kept)
                 needed = end - qend
                 continue
             if rtype == TYPE_SOA and section == 1:
-                (minimum,) = struct.unpack_from("!I", data, end - 4)
-                soa_ttl = min(ttl, minimum)
+                soa_ttl = min(ttl, u32(data, end - 4))
             raw = data[start:rdata - 10]
             owner = names.get(raw)
             if owner is None:
@@ -358,25 +356,33 @@ def render(query: Query, answer: Answer, ttl: int, limit: int) -> bytes:
     """The answer for this query: its ID and question as asked, TTLs set to `ttl`, OPT if asked, and no bigger
     than `limit`: cut where the answer allows it, with TC when what the client needs did not fit."""
     packed = answer.packed
-    aflags, an, ns, ar, ttl_fields, start = ANSWER_HEAD.unpack_from(packed)
-    body: bytes | bytearray = packed[start:]
-    if ttl_fields:
-        buffer = bytearray(body)
-        for at in _ttl_offsets(packed, ttl_fields):
-            TTL_FIELD.pack_into(buffer, at, ttl)
-        body = buffer
+    aflags, an, ns, ar = u16(packed, 0), u16(packed, 2), u16(packed, 4), u16(packed, 6)
+    ttl_fields, start = u16(packed, 8), u16(packed, 10)
+    if ttl_fields:  # the body with `ttl` in every TTL field (their offsets ascend): a join of the bytes between
+        field = ttl.to_bytes(4, "big")
+        parts = []
+        at = start
+        for index in range(ANSWER_HEAD.size, ANSWER_HEAD.size + 2 * ttl_fields, 2):
+            offset = start + u16(packed, index)
+            parts.append(packed[at:offset])
+            parts.append(field)
+            at = offset + 4
+        parts.append(packed[at:])
+        body = b"".join(parts)
+    else:
+        body = packed[start:]
     qflags = query.flags
     # A cache is not authoritative; AD only for clients that can see it (RFC 6840 5.8); RD/CD echo the query.
     flags = QR | RA | (qflags & (RD | CD)) | (aflags & RCODE_MASK)
     if qflags & AD or query.do:
         flags |= aflags & AD
-    opt = opt_record(0, query.do) if query.edns else b""
+    opt = (OPT_DO if query.do else OPT_PLAIN) if query.edns else b""
     size = 12 + len(query.question) + len(body) + len(opt)
     if size > limit:
         table = ANSWER_HEAD.size + 2 * ttl_fields
         length, kept = _cut(packed, table, start, limit - size + len(body))
         # (An answer without a cut table fits 512 bytes with our OPT: the first test is only a safeguard.)
-        if start == table or length < NEEDED.unpack_from(packed, table)[0]:
+        if start == table or length < u16(packed, table):
             flags |= TC
         body = body[:length]
         an = min(an, kept)
@@ -387,17 +393,17 @@ def render(query: Query, answer: Answer, ttl: int, limit: int) -> bytes:
 
 def _cut(packed: bytes, table: int, end: int, room: int) -> tuple[int, int]:
     """The longest cut of the body that fits `room` bytes: (body length, records kept)."""
-    for at in range(end - CUT.size, table, -CUT.size):
-        length, kept = CUT.unpack_from(packed, at)
+    for at in range(end - CUT_SIZE, table, -CUT_SIZE):
+        length = u16(packed, at)
         if length <= room:
-            return length, kept
+            return length, u16(packed, at + 2)
     return 0, 0
 
 
 def error_response(query: Query, rcode: int) -> bytes:
     """SERVFAIL/REFUSED/... for a query we could parse."""
     flags = QR | RA | (query.flags & (RD | CD)) | rcode
-    opt = opt_record(0, query.do) if query.edns else b""
+    opt = (OPT_DO if query.do else OPT_PLAIN) if query.edns else b""
     return HEADER.pack(query.id, flags, 1, 0, 0, 1 if opt else 0) + query.question + opt
 
 
@@ -415,8 +421,8 @@ def random_id() -> int:
 
 def build_query(qid: int, question: bytes, do: bool, cd: bool) -> bytes:
     """An upstream query: RD set, EDNS with our UDP size and the client's DO bit."""
-    flags = RD | (CD if cd else 0)
-    return HEADER.pack(qid, flags, 1, 0, 0, 1) + question + opt_record(0, do)
+    return b"".join((qid.to_bytes(2, "big"), _QUERY_FLAGS_AND_COUNTS_CD if cd else _QUERY_FLAGS_AND_COUNTS, question,
+                     OPT_DO if do else OPT_PLAIN))
 
 
 def encode_name(name: str) -> bytes:
