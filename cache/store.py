@@ -88,9 +88,8 @@ class Store:
         if answer.rcode == SERVFAIL and self.stale(key, now) is not None:
             return None  # keep the stale answer rather than replace it by a failure
         for entries in self.maps.values():
-            old = entries.pop(key, None)
-            if old is not None:
-                old.dead = True
+            if key in entries:  # (a membership test first: a new key, the usual case, calls no method)
+                entries.pop(key).dead = True
         entry = Entry(answer, now + ttl, ttl, kind)
         entries = self.maps[kind]
         entries[key] = entry
@@ -107,7 +106,7 @@ class Store:
         entries = self.maps[kind]
         size = self.limits.success_size if kind == SUCCESS else self.limits.denial_size
         while len(entries) > max(size, 0):
-            entries.popitem(last=False)[1].dead = True  # the first key is the least recently used
+            entries.popitem(False)[1].dead = True  # the first key is the least recently used (last=False)
             self.evictions[kind] += 1
 
     def sizes(self) -> dict[str, int]:

@@ -268,6 +268,9 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
     began: dict[RRsetKey, int] = {}  # RRset -> the number of cuts when it began
     qclass = (data[qend - 2] << 8) | data[qend - 1]
     targets: list[int] = []  # where the names' compression pointers lead
+    # Only an answer that may not fit 512 bytes with our OPT needs its cut table (below), and the RRset bookkeeping
+    # that builds it: most answers are far shorter, and skip it.
+    may_cut = len(data) + len(OPT_PLAIN) > PLAIN_UDP_SIZE
     end = qend
     try:
         for index in range(ancount + nscount + arcount):
@@ -302,6 +305,8 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
                 continue
             if rtype == TYPE_SOA and section == 1:
                 soa_ttl = min(ttl, u32(data, end - 4))
+            if not may_cut:
+                continue
             raw = data[start:rdata - 10]
             owner = names.get(raw)
             if owner is None:
@@ -339,7 +344,7 @@ def parse_answer(data: bytes, question: bytes) -> Answer:
     body = data[qend:body_end]
     # An answer that fits 512 bytes with our OPT fits every client: no cut table needed.
     cut_table = b""
-    if qend + len(body) + 11 > PLAIN_UDP_SIZE:
+    if qend + len(body) + len(OPT_PLAIN) > PLAIN_UDP_SIZE:  # (never without may_cut: body is part of data)
         cut_table = struct.pack(f"!{1 + len(cuts)}H", needed, *cuts)  # NEEDED, then a CUT per pair
     negative = rcode == NXDOMAIN or (rcode == NOERROR and ancount == 0)
     ttl = soa_ttl if negative else (min_ttl if ttl_offsets else 0)
