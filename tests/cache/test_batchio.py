@@ -404,7 +404,27 @@ def test_light_traffic_is_read_one_by_one_and_a_burst_brings_batches_back(serve)
     assert receive(sock, 100) == [b"re:b%d" % n for n in range(100)]
     after = stats_of(server)
     assert after["batches"] > quiet["batches"]  # read in batches again
-    assert after["unbatched"] - quiet["unbatched"] <= batchio.QUIET_PROBE
+    # At most QUIET_PROBE lone wakeups, the last of them reading once more (the probe), before batches resume.
+    assert after["unbatched"] - quiet["unbatched"] <= batchio.QUIET_PROBE + 1
+    sock.close()
+
+
+def test_light_traffic_never_waits_on_the_batch_machinery(serve):
+    """At a light, steady rate every datagram is read alone and answered at once; the check for heavier traffic
+    (every QUIET_PROBE-th wakeup) reads after that wakeup's answer is out, so no lone query goes through recvmmsg
+    and the answer queue (which held up 3% of the answers at 10,000 QPS and set the p99)."""
+    server = serve()
+    sock = client()
+    sock.sendto(b"first", server.address)  # read by recvmmsg: a batch of one switches to lone reads
+    assert receive(sock, 1) == [b"re:first"]
+    before = stats_of(server)
+    lone = 3 * batchio.QUIET_PROBE
+    for n in range(lone):
+        sock.sendto(b"lone%d" % n, server.address)
+        assert receive(sock, 1) == [b"re:lone%d" % n]
+    after = stats_of(server)
+    assert after["batches"] == before["batches"]
+    assert after["unbatched"] - before["unbatched"] == lone and after["sent"] - before["sent"] == lone
     sock.close()
 
 
