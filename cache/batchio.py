@@ -101,7 +101,7 @@ class BatchListener:
         self._send_now: Send = self._send_one
         self._recvfrom_raw = rawudp.recvfrom if rawudp is not None else None
         self._sendto_raw = rawudp.sendto if rawudp is not None else None
-        self._quiet = 0  # > 0: light traffic, wakeups left before the next recvmmsg probe (plain recvfrom/sendto)
+        self._quiet = 0  # > 0: light traffic, lone wakeups left before the next probe read (plain recvfrom/sendto)
         self._addresses: dict[int | bytes, Peer] = {}  # IPv4 sockaddr as an int, else raw bytes -> tuple
         self._raw_addresses: dict[Peer, bytes] = {}  # and back, for sendmmsg
         self._loop: asyncio.AbstractEventLoop | None = None

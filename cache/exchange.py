@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Final, Protocol
 
+from .records import u16
+
 log = logging.getLogger("cache.upstream")
 
 Result = bytes | Exception  # an answer's bytes, or why there is none (an UpstreamError)
@@ -41,7 +43,7 @@ class OutOfSockets(UpstreamError):
 
 def answer_matches(data: bytes, qid: int, question: bytes) -> bool:
     """Does an upstream answer belong to our query: its random ID, and its question (compared case-insensitively)?"""
-    return (len(data) >= 12 + len(question) and (data[0] << 8 | data[1]) == qid
+    return (len(data) >= 12 + len(question) and u16(data, 0) == qid
             and data[12:12 + len(question)].lower() == question)
 
 

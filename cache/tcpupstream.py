@@ -16,6 +16,7 @@ from typing import Final, cast
 from . import wire
 from .addresses import Address
 from .exchange import Exchange, OutOfSockets, UpstreamError, answer_matches, ask
+from .records import u16
 from .stats import Stats
 from .wire import random_id
 
@@ -145,7 +146,7 @@ class _Connection(asyncio.Protocol):
                 return
             message = bytes(buffer[2:end])
             del buffer[:end]
-            qid = (message[0] << 8 | message[1]) if len(message) >= 2 else -1
+            qid = u16(message, 0) if len(message) >= 2 else -1
             exchange = self.pending.get(qid)
             if exchange is not None and answer_matches(message, qid, exchange.question):
                 self.answered += 1

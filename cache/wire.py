@@ -144,7 +144,7 @@ def pack_answer(flags: int, counts: tuple[int, int, int], ttl_offsets: list[int]
 
 def _error(data: bytes, rcode: int, reason: str, question: bytes = b"", edns: bool = False) -> BadQuery:
     """An error response built from whatever part of the query could be read."""
-    qid, flags = struct.unpack_from("!HH", data)
+    qid, flags = u16(data, 0), u16(data, 2)
     rflags = QR | (flags & (OPCODE_MASK | RD | CD)) | (rcode & RCODE_MASK)
     response = HEADER.pack(qid, rflags, 1 if question else 0, 0, 0, 1 if edns else 0) + question
     if edns:
